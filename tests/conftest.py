@@ -10,7 +10,9 @@ import pytest
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
-PARITY_DIR = Path(os.environ.get("MIMO_PARITY_FIXTURES", ROOT.parent / "shared" / "fixtures" / "parity")).resolve()
+PARITY_DIR = Path(
+    os.environ.get("MIMO_PARITY_FIXTURES", ROOT.parent / "shared" / "fixtures" / "parity")
+).resolve()
 
 
 def _expected_json() -> dict:

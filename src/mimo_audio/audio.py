@@ -36,7 +36,9 @@ def _check_samples(wav: np.ndarray, name: str, max_seconds: float | None, sample
         raise AudioInputError(f"{name}: audio is {seconds:.0f} s long, over the limit of {max_seconds:.0f} s")
 
 
-def read_audio_file(path: str | os.PathLike, max_seconds: float | None = DEFAULT_MAX_SECONDS) -> tuple[np.ndarray, int]:
+def read_audio_file(
+    path: str | os.PathLike, max_seconds: float | None = DEFAULT_MAX_SECONDS
+) -> tuple[np.ndarray, int]:
     """Decode a file to float32 mono ``[samples]`` at its own rate. Raises :class:`AudioInputError`."""
     p = Path(path)
     if not p.exists():
@@ -91,7 +93,9 @@ def load_audio(
     elif isinstance(audio, np.ndarray):
         arr = audio
     else:
-        raise MimoAudioError(f"{name}: expected a path, numpy array or torch tensor, got {type(audio).__name__}")
+        raise MimoAudioError(
+            f"{name}: expected a path, numpy array or torch tensor, got {type(audio).__name__}"
+        )
     if np.issubdtype(arr.dtype, np.integer):
         arr = arr.astype(np.float32) / float(-np.iinfo(arr.dtype).min)
     arr = np.asarray(arr, dtype=np.float32)
@@ -114,7 +118,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: 
     """Call ``write(tmp_path)`` then rename the temp file onto ``path``: no partial output on failure."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix or ".tmp", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{dest.name}.", suffix=suffix or dest.suffix or ".tmp", dir=dest.parent
+    )
     os.close(fd)
     try:
         write(tmp)
@@ -125,13 +131,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: 
     return dest
 
 
-def write_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+def write_audio(
+    path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE
+) -> Path:
     """Write mono float audio atomically; the format follows the extension (wav → 16-bit PCM)."""
-    data = wav.detach().float().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav, np.float32)
+    data = (
+        wav.detach().float().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav, np.float32)
+    )
     data = data.reshape(-1)
     ext = Path(path).suffix.lower()
     fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}.get(ext)
     if fmt is None:
-        raise MimoAudioError(f"{path}: unsupported output format {ext or '(none)'}; use .wav, .flac, .ogg or .mp3")
+        raise MimoAudioError(
+            f"{path}: unsupported output format {ext or '(none)'}; use .wav, .flac, .ogg or .mp3"
+        )
     subtype = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}[fmt]
-    return atomic_write(path, lambda tmp: sf.write(tmp, np.clip(data, -1.0, 1.0), sample_rate, format=fmt, subtype=subtype))
+    return atomic_write(
+        path, lambda tmp: sf.write(tmp, np.clip(data, -1.0, 1.0), sample_rate, format=fmt, subtype=subtype)
+    )

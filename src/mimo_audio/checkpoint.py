@@ -80,7 +80,9 @@ def load_weights(folder: PathLike, device: str | torch.device = "cpu") -> dict[s
         try:
             state.update(load_file(str(f), device=str(device)))
         except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{f} is truncated or not a safetensors file: {e}".splitlines()[0]) from None
+            raise CheckpointError(
+                f"{f} is truncated or not a safetensors file: {e}".splitlines()[0]
+            ) from None
     return state
 
 
