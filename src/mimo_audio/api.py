@@ -25,7 +25,7 @@ import torch
 
 from .audio import AudioLike, write_audio
 from .errors import MimoAudioError
-from .lm import GenerationOptions, GenerationResult, Generator, SamplerConfig, StopReason, load_lm
+from .lm import GenerationOptions, GenerationResult, Generator, SamplerConfig, StepEvent, StopReason, load_lm
 from .lm.config import MAX_PATCHES, LMConfig
 from .postprocess import IncrementalSplitter, split_generation
 from .prompts import Example, Message, PromptBuilder, parse_messages
@@ -122,6 +122,47 @@ class _CodesCache:
         if len(self.data) > self.size:
             self.data.popitem(last=False)
         return value
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A validated request: task name, prompt ids ``[1 + C, G·P]`` and engine options."""
+
+    task: str
+    prompt: torch.Tensor
+    options: GenerationOptions
+
+
+class StreamState:
+    """Turns one request's engine step events into :class:`StreamChunk` objects.
+
+    Text is detokenised incrementally; speech patches go through the audio tokenizer's streaming
+    decoder. The chunk for the finishing event carries the full :class:`TaskResult`.
+    """
+
+    def __init__(self, model: MimoAudio, task: str) -> None:
+        self.model, self.task = model, task
+        self.splitter = IncrementalSplitter(model.text_tokenizer, model.config.speech_zeroemb_idx)
+        self.decoder = model.audio_tokenizer.stream_decoder() if PRESETS[task].speech_output else None
+        self.any_audio = False
+
+    def feed(self, ev: StepEvent) -> StreamChunk | None:
+        """Consume one step event; returns a chunk when there is new text/audio or the request ended."""
+        text, codes = self.splitter.push(ev.text_id, ev.speech)
+        audio = None
+        if codes is not None and self.decoder is not None:
+            audio = self.decoder.push(codes.to(self.model.audio_tokenizer.device))
+            self.any_audio = True
+        if ev.result is None:
+            return StreamChunk(text, _cpu(audio)) if (text or (audio is not None and audio.numel())) else None
+        text += self.splitter.finish()
+        tail = self.decoder.flush() if self.decoder is not None else None
+        if audio is not None:
+            tail = audio if tail is None else torch.cat([audio.reshape(-1), tail.reshape(-1)])
+        result = self.model.finish(ev.result, self.task)
+        if self.decoder is not None and not self.any_audio:
+            tail = result.audio  # no speech at all: the silence the offline path writes
+        return StreamChunk(text, _cpu(tail), result)
 
 
 class MimoAudio:
@@ -436,6 +477,10 @@ class MimoAudio:
             bar.close()
         return [results[i] for i in order]
 
+    def finish(self, res: GenerationResult, task: str) -> TaskResult:
+        """Post-process an engine result (SPEC §8.4): text, and audio decoded for speech tasks."""
+        return self._finish(res, PRESETS[task], PRESETS[task].speech_output)
+
     def _finish(self, res: GenerationResult, preset: TaskPreset, want_audio: bool) -> TaskResult:
         G = self.config.group_size
         prompt_cols = res.prompt_patches * G
@@ -469,45 +514,46 @@ class MimoAudio:
             )
         return preset
 
+    def prepare(self, task: str, inputs: dict[str, Any], **gen: Any) -> PreparedRequest:
+        """Validate and build one request: its prompt ids and generation options (no generation yet).
+
+        A scheduler (e.g. the HTTP server) adds ``prepared.prompt`` / ``prepared.options`` to
+        :attr:`engine`, feeds the engine's step events to :meth:`stream_state` or passes the final
+        result to :meth:`finish`.
+        """
+        self._check_variant(task)
+        return PreparedRequest(task, self.build_prompt(task, **inputs), self.options(task, **gen))
+
+    def stream_state(self, task: str) -> StreamState:
+        """Incremental post-processing for one request of ``task`` (text pieces, streamed audio)."""
+        return StreamState(self, task)
+
     def run_task(
         self, task: str, inputs: dict[str, Any] | Sequence[dict[str, Any]], **gen: Any
     ) -> TaskResult | list[TaskResult]:
         """Build prompts for one input dict (or a list: batched), generate, post-process."""
-        preset = self._check_variant(task)
+        self._check_variant(task)
         single = isinstance(inputs, dict)
         batch = [inputs] if single else list(inputs)
         if not batch:
             return []
-        prompts = [self.build_prompt(task, **inp) for inp in batch]
         seed = gen.pop("seed", None)
-        opts = [self.options(task, seed=None if seed is None else seed + i, **gen) for i in range(len(batch))]
-        results = self._run(prompts, opts, desc=task)
-        out = [self._finish(r, preset, preset.speech_output) for r in results]
+        reqs = [
+            self.prepare(task, inp, seed=None if seed is None else seed + i, **gen)
+            for i, inp in enumerate(batch)
+        ]
+        results = self._run([r.prompt for r in reqs], [r.options for r in reqs], desc=task)
+        out = [self.finish(r, task) for r in results]
         return out[0] if single else out
 
     def stream_task(self, task: str, inputs: dict[str, Any], **gen: Any) -> Iterator[StreamChunk]:
         """Stream one task: text pieces as decoded, audio through the tokenizer's streaming decoder."""
-        preset = self._check_variant(task)
-        prompt = self.build_prompt(task, **inputs)
-        opts = self.options(task, **gen)
-        splitter = IncrementalSplitter(self.text_tokenizer, self.config.speech_zeroemb_idx)
-        decoder = self.audio_tokenizer.stream_decoder() if preset.speech_output else None
-        any_audio = False
-        for ev in self.engine.stream(prompt, opts):
-            text, codes = splitter.push(ev.text_id, ev.speech)
-            audio = None
-            if codes is not None and decoder is not None:
-                audio = decoder.push(codes.to(self.audio_tokenizer.device))
-                any_audio = True
-            if text or (audio is not None and audio.numel()):
-                yield StreamChunk(text, _cpu(audio))
-            if ev.result is not None:
-                tail_text = splitter.finish()
-                tail = decoder.flush() if decoder is not None else None
-                result = self._finish(ev.result, preset, preset.speech_output)
-                if decoder is not None and not any_audio:
-                    tail = result.audio  # no speech: the silence the offline path writes
-                yield StreamChunk(tail_text, _cpu(tail), result)
+        req = self.prepare(task, inputs, **gen)
+        state = self.stream_state(task)
+        for ev in self.engine.stream(req.prompt, req.options):
+            chunk = state.feed(ev)
+            if chunk is not None:
+                yield chunk
 
     # ------------------------------------------------------------------ tasks
     def asr(self, audio: AudioLike | Sequence[AudioLike], *, template: str | None = None, **gen: Any):
@@ -714,4 +760,12 @@ def _cpu(x: torch.Tensor | None) -> torch.Tensor | None:
     return None if x is None else x.float().cpu()
 
 
-__all__ = ["FEWSHOT_PRESETS", "MimoAudio", "StopReason", "StreamChunk", "TaskResult"]
+__all__ = [
+    "FEWSHOT_PRESETS",
+    "MimoAudio",
+    "PreparedRequest",
+    "StopReason",
+    "StreamChunk",
+    "StreamState",
+    "TaskResult",
+]
