@@ -221,3 +221,43 @@ def test_unknown_task_exit_code():
         timeout=120,
     )
     assert proc.returncode == 2 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_interactive_chat_in_a_terminal(tmp_path):
+    """`mimo-audio chat` with no turns on a terminal: a REPL that keeps the conversation."""
+    import os
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the CLI on a pseudo-terminal
+        os.chdir(tmp_path)
+        os.execv(sys.executable, [sys.executable, "-m", "mimo_audio", "chat", *MODEL, *SHORT])
+    out = b""
+
+    def read_until(marker: bytes, timeout: float = 120.0) -> bytes:
+        nonlocal out
+        end = time.time() + timeout
+        while marker not in out and time.time() < end:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    break
+        return out
+
+    try:
+        assert b"you> " in read_until(b"you> ")
+        os.write(fd, b"Hello there\n")
+        assert read_until(b"mimo> ").count(b"mimo> ") == 1
+        read_until(b"you> ", 60)
+        os.write(fd, f"/audio {clip_path('speech_b')}\n".encode())
+        assert b"[audio: " in read_until(b"[audio: ")
+        os.write(fd, b"/quit\n")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.close(fd)
+    assert (tmp_path / "chat_reply_2.wav").is_file()

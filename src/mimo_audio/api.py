@@ -587,6 +587,8 @@ class MimoAudio:
     def _tts_inputs(self, text, instruction, voice, natural, template, gen) -> dict[str, Any]:
         if not isinstance(text, str) or not text.strip():
             raise MimoAudioError("tts needs non-empty text")
+        if voice is not None and not (instruction or natural):
+            log.warning("a voice prompt is only used with an instruction (as in the reference); ignoring it")
         return {
             "text": text,
             "instruction": instruction,
