@@ -28,6 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
         task_cmds = None
     if task_cmds is not None:
         task_cmds.register(sub)
+    try:
+        from . import serve_cmds  # its extras ([server], [ui]) are imported only when serve/demo run
+    except ImportError:  # pragma: no cover - serving commands are optional
+        serve_cmds = None
+    if serve_cmds is not None:
+        serve_cmds.register(sub)
+    try:
+        from . import train_cmds  # the [train] extra is imported only when a training command runs
+    except ImportError:  # pragma: no cover - training commands are optional
+        train_cmds = None
+    if train_cmds is not None:
+        train_cmds.register(sub)
     return parser
 
 

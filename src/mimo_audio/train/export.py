@@ -1,0 +1,114 @@
+"""Export a training checkpoint to the official on-disk format that inference loads unchanged.
+
+An LM checkpoint becomes ``config.json`` + ``model.safetensors`` (or shards with
+``model.safetensors.index.json``) + the text tokenizer files, with LoRA adapters merged into their
+weights; a tokenizer checkpoint becomes ``config.json`` + ``model.safetensors`` with the trained
+EMA codebook buffers. Training-only modules (A2T decoder, discriminators) are left out. The output
+folder is written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ..errors import CheckpointError
+from .checkpointing import read_meta, read_weights, resolve_checkpoint, unshare_tensors
+from .lora import merge_lora_state
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SHARD_BYTES = 5 * 1024**3
+
+
+def _shards(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k, v in state.items():
+        n = v.numel() * v.element_size()
+        if shards[-1] and size + n > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][k] = v
+        size += n
+    return shards
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    dtype: str | None = None,
+    max_shard_bytes: int = SHARD_BYTES,
+    overwrite: bool = False,
+    verify: bool = True,
+) -> Path:
+    """Write the official folder for ``checkpoint`` (a checkpoint folder or a run folder → its latest).
+
+    ``dtype`` (``float32``/``bfloat16``/``float16``) casts floating weights; default: as trained.
+    ``verify`` loads the result with the inference loader (strict names and shapes).
+    """
+    ckpt = resolve_checkpoint(checkpoint)
+    meta = read_meta(ckpt)
+    kind = meta.get("kind")
+    if kind not in ("lm", "tokenizer"):
+        raise CheckpointError(f"{ckpt}: unknown checkpoint kind {kind!r}")
+    state = read_weights(ckpt, "lm" if kind == "lm" else "tokenizer")
+    lora = meta.get("lora")
+    if kind == "lm" and lora:
+        state = merge_lora_state(state, lora["alpha"] / lora["rank"])
+    if dtype is not None:
+        if dtype not in DTYPES:
+            raise CheckpointError(f"unknown dtype {dtype!r} (use {', '.join(DTYPES)})")
+        state = {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in state.items()}
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise CheckpointError(f"{out} exists and is not empty (pass overwrite=True / --overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for f in (ckpt / "model").iterdir():
+            shutil.copyfile(f, tmp / f.name)
+        config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+        if dtype is not None:
+            config["torch_dtype"] = dtype
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        state = unshare_tensors(state)
+        shards = _shards(state, max_shard_bytes)
+        if len(shards) == 1:
+            save_file(shards[0], str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        else:
+            weight_map = {}
+            for i, shard in enumerate(shards, start=1):
+                name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, str(tmp / name), metadata={"format": "pt"})
+                weight_map.update(dict.fromkeys(shard, name))
+            total = sum(v.numel() * v.element_size() for v in state.values())
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+        if verify:
+            _verify(tmp, kind)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _verify(folder: Path, kind: str) -> None:
+    if kind == "lm":
+        from ..lm.model import load_lm
+
+        load_lm(folder, "cpu", torch.float32, optimize=False)
+    else:
+        from ..tokenizer import AudioTokenizer
+
+        AudioTokenizer.from_pretrained(folder)

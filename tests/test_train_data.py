@@ -1,0 +1,243 @@
+"""Training data: the code cache (``mimo-audio data encode``), manifests, sequence formats built with
+the inference prompt builders, targets, packing and the deterministic batch plan."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from mimo_audio.cli import main as cli_main
+from mimo_audio.lm import load_lm
+from mimo_audio.prompts import PromptBuilder
+from mimo_audio.text_tokenizer import TextTokenizer
+from mimo_audio.train.data import (
+    BatchPlan,
+    CodeResolver,
+    DataError,
+    ShardSource,
+    open_sources,
+    pack_rows,
+    rank_slice,
+)
+from mimo_audio.train.lm_data import IGNORE, LMDataset, SequenceBuilder, delay_targets, undelay_targets
+from mimo_audio.train.lm_trainer import LMTrainModule
+from test_train_common import MODEL_DIR, TOKENIZER_DIR, make_lm_data, restore_threads  # noqa: F401
+
+from conftest import EXPECTED, clip_path
+
+G = 4
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return TextTokenizer.from_dir(MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def seq(tok):
+    empty = [1024, 1024] + [128] * 6
+    return SequenceBuilder(PromptBuilder(tok, empty, G), tok, "response")
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_lm(MODEL_DIR, optimize=False)
+
+
+def codes(tensors, clip):
+    return tensors[f"{clip}.lm_codes"].long()
+
+
+# ---------------------------------------------------------------------------- code cache
+def test_encode_manifest_to_shards_and_read_back(tmp_path, expected_tensors):
+    manifest = tmp_path / "m.jsonl"
+    records = [
+        {"task": "asr", "audio": str(clip_path("speech_a")), "text": "hi"},
+        {"task": "chat", "messages": [{"role": "user", "content": {"audio": str(clip_path("speech_b"))}},
+                                      {"role": "assistant", "content": "ok"}]},
+        {"task": "text", "text": "no audio here"},
+    ]  # fmt: skip
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "shards"
+    args = [
+        "data",
+        "encode",
+        str(manifest),
+        "--tokenizer",
+        str(TOKENIZER_DIR),
+        "--out",
+        str(out),
+        "--shard-size",
+        "2",
+    ]
+    assert cli_main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["index.json", "shard-000000.tar", "shard-000001.tar"]
+    src = ShardSource(out)
+    assert len(src) == 3
+    rec0, _ = src.get(0)
+    assert torch.equal(rec0["audio"], codes(expected_tensors, "speech_a"))
+    rec1, _ = src.get(1)
+    assert torch.equal(rec1["messages"][0]["content"]["audio"], codes(expected_tensors, "speech_b"))
+    assert src.get(2)[0] == {"task": "text", "text": "no audio here"}
+    # resumable: existing shards are kept as they are
+    mtime = (out / "shard-000000.tar").stat().st_mtime_ns
+    assert cli_main(args) == 0
+    assert (out / "shard-000000.tar").stat().st_mtime_ns == mtime
+
+
+def test_manifest_code_files_and_errors(tmp_path, expected_tensors):
+    np.save(tmp_path / "a.npy", codes(expected_tensors, "speech_a").numpy())
+    resolver = CodeResolver(8, G)
+    assert torch.equal(resolver("a.npy", tmp_path), codes(expected_tensors, "speech_a"))
+    assert resolver({"codes": [[1] * 8] * 3}, tmp_path).shape == (4, 8)  # padded to whole patches
+    with pytest.raises(DataError, match="data encode"):
+        resolver("clip.wav", tmp_path)
+    (tmp_path / "bad.jsonl").write_text('{"task": "asr"}\nnot json\n')
+    with pytest.raises(DataError, match="bad.jsonl:2"):
+        open_sources([str(tmp_path / "bad.jsonl")])
+
+
+# ---------------------------------------------------------------------------- sequence formats
+def _prompt_of(example, expected):
+    assert torch.equal(example.ids[:, : expected.shape[1]], expected.long())
+    P0 = expected.shape[1] // G
+    assert not example.target[:P0].any() and example.target[P0:].all()
+    return example.ids[:, expected.shape[1] :]
+
+
+def test_prompts_are_the_inference_prompts(seq, tok, expected_tensors):
+    t = expected_tensors
+    rng = random.Random(0)
+    spec = EXPECTED["prompts"]
+    asr = seq.build(
+        {
+            "task": "asr",
+            "audio": codes(t, "speech_a"),
+            "text": "It was fire.",
+            "template": spec["asr"]["template"],
+        },
+        rng,
+    )
+    reply = _prompt_of(asr, t["prompt.asr"])
+    assert reply[0, ::G].tolist() == tok.encode("It was fire.") + [tok.id("<|im_end|>")]
+    tts = seq.build(
+        {
+            "task": "tts",
+            "text": spec["tts"]["text"],
+            "audio": codes(t, "speech_b"),
+            "template": spec["tts"]["template"],
+        },
+        rng,
+    )
+    reply = _prompt_of(tts, t["prompt.tts"])
+    assert reply[0, -G] == tok.id("<|eostm|>")
+    assert (reply[0, ::G] == tok.id("<|empty|>")).sum() == codes(t, "speech_b").shape[0] // G
+    icl = spec["in_context_s2s"]
+    ex = [{"input_audio": codes(t, e["input_audio"]), "output_audio": codes(t, e["output_audio"]),
+           "output_transcription": e["output_transcription"]} for e in icl["examples"]]  # fmt: skip
+    rec = {"task": "in_context_s2s", "instruction": icl["instruction"], "examples": ex, "audio": codes(t, "speech_c"),
+           "output_audio": codes(t, "speech_a"), "output_transcription": "hello"}  # fmt: skip
+    _prompt_of(seq.build(rec, rng), t["prompt.in_context_s2s"])
+    msgs = EXPECTED["messages"]
+    text_chat = seq.build(
+        {"task": "chat", "messages": msgs["multi_text"] + [{"role": "assistant", "content": "Sure."}]}, rng
+    )
+    _prompt_of(text_chat, t["prompt.text_dialogue_multiturn"])
+
+    def audio_msgs(ms):
+        out = []
+        for m in ms:
+            c = m["content"]
+            if isinstance(c, dict):
+                c = {"text": c["text"], "audio": codes(t, c["audio"])}
+            elif m["role"] == "user":
+                c = {"audio": codes(t, c)}
+            out.append({"role": m["role"], "content": c})
+        return out
+
+    s2s = spec["spoken_dialogue_multiturn"]
+    rec = {"task": "chat", "messages": audio_msgs(msgs["multi_s2s"]) + [{"role": "assistant", "content": {"text": "Ok.", "audio": codes(t, "speech_b_cut")}}],
+           "system_prompt": s2s["system_prompt"], "prompt_speech": codes(t, s2s["prompt_speech"])}  # fmt: skip
+    reply = _prompt_of(seq.build(rec, rng), t["prompt.spoken_dialogue_multiturn"])
+    assert reply[0, -G] == tok.id("<|eostm|>")
+    rec = {
+        "task": "chat",
+        "messages": audio_msgs(msgs["multi_s2t"]) + [{"role": "assistant", "content": "Yes."}],
+        "thinking": True,
+    }
+    _prompt_of(seq.build(rec, rng), t["prompt.s2t_dialogue_multiturn"])
+
+
+def test_pretraining_formats_predict_everything(seq, tok, expected_tensors):
+    rng = random.Random(0)
+    c = codes(expected_tensors, "speech_c")
+    cont = seq.build({"task": "continuation", "audio": c}, rng)
+    assert cont.ids[0, 0] == tok.id("<|sosp|>") and cont.ids[0, -G] == tok.id("<|eosp|>")
+    assert not cont.target[0] and cont.target[1:].all()
+    inter = seq.build(
+        {"task": "interleaved", "segments": [{"text": "Hello"}, {"audio": c}, {"text": "bye", "audio": c}]},
+        rng,
+    )
+    assert inter.target[1:].all()
+    text = seq.build({"task": "text", "text": "Plain text."}, rng)
+    assert text.ids[0, ::G].tolist() == tok.encode("Plain text.") + [tok.eos_id]
+    und = seq.build(
+        {"task": "audio_understanding", "audio": c, "question": "Who?", "answer": "Me.", "thinking": "hmm"},
+        rng,
+    )
+    tail = und.ids[0, ::G][und.target].tolist()
+    assert tok.decode(tail) == "hmm\n</think>\nMe.<|im_end|>"
+    with pytest.raises(DataError, match="unknown task"):
+        seq.build({"task": "karaoke"}, rng)
+    with pytest.raises(DataError, match="'text'"):
+        seq.build({"task": "asr", "audio": c}, rng)
+
+
+def test_delay_roundtrip_and_targets(expected_tensors):
+    frames = codes(expected_tensors, "speech_a")[:8].reshape(2, G, 8)
+    for delays in ((0, 1, 2, 3, 4, 5, 6, 7), (0, 2, 2, 3, 4, 4, 6, 7), (0,) * 8):
+        d = delay_targets(frames, delays)
+        assert d.shape == (2, G + max(delays), 8)
+        assert torch.equal(undelay_targets(d, delays, G), frames)
+        assert int((d != IGNORE).sum()) == frames.numel()
+
+
+# ---------------------------------------------------------------------------- packing and plan
+def test_batch_plan_is_deterministic_and_packs_within_context():
+    lengths = [5, 9, 3, 7, 2, 8, 4, 6, 1, 10]
+    plan = BatchPlan(lengths, context=12, batch_rows=2, seed=3)
+    again = BatchPlan(lengths, context=12, batch_rows=2, seed=3)
+    for step in range(12):
+        epoch, rows = plan.batch(step)
+        assert (epoch, rows) == again.batch(step)
+        assert all(sum(lengths[i] for i in row) <= 12 for row in rows)
+    seen = sorted(i for b in range(plan.steps_in_epoch(0)) for row in plan.batch(b)[1] for i in row)
+    assert len(seen) == len(set(seen))
+    assert plan.epoch_rows(0) != plan.epoch_rows(1)
+    assert plan.locate(plan.steps_in_epoch(0)) == (1, 0)
+    assert pack_rows([3, 3, 3], [0, 1, 2], context=6, pack=False) == [[0], [1], [2]]
+    assert rank_slice([1, 2, 3, 4], 1, 2) == [3, 4]
+    with pytest.raises(DataError):
+        rank_slice([1, 2, 3], 0, 2)
+
+
+def test_packed_rows_score_like_separate_sequences(tmp_path, expected_tensors, seq, lm):
+    """Attention and positions restart per packed example: a packed row's loss sums equal the
+    sums of its examples run alone."""
+    manifest = make_lm_data(tmp_path, expected_tensors)
+    cfg = lm.config
+    data = LMDataset(
+        open_sources([str(manifest)]), seq, CodeResolver(8, G), seed=0,
+        empty_text_id=lm.empty_text_id, empty_ids=cfg.speech_zeroemb_idx, delays=cfg.delay_pattern,
+    )  # fmt: skip
+    module = LMTrainModule(lm, speech_loss=True)
+    packed = data.collate([[0, 2, 3]], sum(data.lengths[i] for i in (0, 2, 3)) + 5)
+    assert packed["doc"][0, -5:].eq(-1).all() and packed["positions"][0, data.lengths[0]] == 0
+    with torch.no_grad():
+        together = module(**packed)
+        alone = sum(module(**data.collate([[i]], data.lengths[i])) for i in (0, 2, 3))
+    assert torch.allclose(together, alone, rtol=1e-4)

@@ -1,0 +1,98 @@
+"""Training options: gradient checkpointing, mixed precision, stage-1 and LoRA freezing, evaluation
+hooks, the CLI (overrides, recipe kind, fresh-run guard)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mimo_audio.cli import main as cli_main
+from mimo_audio.errors import MimoAudioError
+from mimo_audio.train import build_trainer, load_config
+from mimo_audio.train.lm_trainer import lm_group
+from mimo_audio.train.metrics import read_csv
+from test_train_common import lm_recipe, make_lm_data, restore_threads  # noqa: F401
+
+
+@pytest.fixture
+def manifest(tmp_path, expected_tensors):
+    return make_lm_data(tmp_path / "data", expected_tensors)
+
+
+def losses(recipe, overrides=None, steps=2):
+    trainer = build_trainer(load_config(recipe, overrides))
+    return [trainer.train(stop_at=s + 1)["loss"] for s in range(steps)], trainer
+
+
+def test_gradient_checkpointing_changes_nothing(tmp_path, manifest):
+    recipe = lm_recipe(tmp_path, manifest)
+    plain, _ = losses(recipe, {"run": {"out_dir": str(tmp_path / "a")}})
+    ckpt, _ = losses(
+        recipe, {"run": {"out_dir": str(tmp_path / "b")}, "distributed": {"grad_checkpointing": True}}
+    )
+    assert ckpt == pytest.approx(plain, rel=1e-6)
+
+
+def test_bf16_autocast_trains(tmp_path, manifest):
+    recipe = lm_recipe(tmp_path, manifest)
+    plain, _ = losses(recipe, {"run": {"out_dir": str(tmp_path / "a")}})
+    bf16, _ = losses(
+        recipe, {"run": {"out_dir": str(tmp_path / "b")}, "distributed": {"mixed_precision": "bf16"}}
+    )
+    assert all(math.isfinite(x) for x in bf16)
+    assert bf16 == pytest.approx(plain, rel=0.05)
+
+
+def test_stage1_text_only_freezes_the_patch_decoder(tmp_path, manifest):
+    recipe = lm_recipe(
+        tmp_path,
+        manifest,
+        loss={"weights": "1-0-0-0-0-0-0-0-0"},
+        optim={
+            "lr": {"patch_encoder": 2e-4, "backbone": 3e-5, "patch_decoder": None},
+            "schedule": "constant",
+        },
+    )
+    (loss, _), trainer = losses(recipe)
+    groups = {lm_group(n) for n, p in trainer.lm.named_parameters() if p.requires_grad}
+    assert groups == {"patch_encoder", "backbone"}
+    assert not trainer.module.speech_loss
+    assert trainer.last_metrics["loss"] == pytest.approx(trainer.last_metrics["loss/text"])
+
+
+def test_lora_trains_only_adapters_in_the_backbone(tmp_path, manifest):
+    recipe = lm_recipe(tmp_path, manifest, lora={"rank": 2, "alpha": 4.0})
+    _, trainer = losses(recipe, steps=1)
+    backbone = [n for n, p in trainer.lm.named_parameters() if p.requires_grad and lm_group(n) == "backbone"]
+    assert backbone and all("lora_" in n for n in backbone)
+
+
+def test_eval_hooks_and_csv(tmp_path, manifest):
+    recipe = lm_recipe(
+        tmp_path, manifest, data={"eval": [str(manifest)]}, run={"max_steps": 4, "eval_every": 2}
+    )
+    trainer = build_trainer(load_config(recipe))
+    calls = []
+    trainer.add_eval_hook(lambda t, step: calls.append(step) or {"custom": float(step)})
+    trainer.train()
+    assert calls == [2, 4]
+    rows = read_csv(trainer.out / "eval.csv")
+    assert [r["step"] for r in rows] == [2, 4] and [r["custom"] for r in rows] == [2, 4]
+    assert all(math.isfinite(r["eval/loss"]) for r in rows)
+    train_rows = read_csv(trainer.out / "metrics.csv")
+    assert len(train_rows) == 4 and all(r["throughput"] > 0 for r in train_rows)
+
+
+def test_cli_train_overrides_and_guards(tmp_path, manifest, capsys):
+    recipe = lm_recipe(tmp_path, manifest)
+    args = ["train", "lm", "--config", str(recipe), "--set", "run.max_steps=1", "--set", "data.micro_rows=4"]
+    assert cli_main(args) == 0
+    assert '"step": 1' in capsys.readouterr().out
+    assert cli_main(args) == 2  # a run folder with checkpoints needs --resume
+    assert "--resume" in capsys.readouterr().err
+    assert cli_main([*args[:-4], "--set", "run.max_steps=2", "--resume"]) == 0
+    assert cli_main(["train", "tokenizer", "--config", str(recipe)]) == 2
+    bad = load_config(recipe, {"optim": {"lr": {"encoder": 1.0}}, "run": {"out_dir": str(tmp_path / "x")}})
+    with pytest.raises(MimoAudioError, match="unknown group"):
+        build_trainer(bad)
