@@ -15,5 +15,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip_install --upgrade pip
 pip_install torch==2.13.0
-pip_install -e ".[${EXTRAS:-dev}]"
+pip_install -c <(echo torch==2.13.0) -e ".[${EXTRAS:-dev}]"
 rm -f "$log"
