@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 import torch
-from conftest import PARITY_DIR
 from safetensors.torch import load_file, save_file
 
 from mimo_audio.errors import CheckpointError, MimoAudioError
@@ -24,6 +23,8 @@ from mimo_audio.lm import (
 )
 from mimo_audio.lm.model import random_lm
 from mimo_audio.lm.patch_decoder import delay_schedule
+
+from conftest import PARITY_DIR
 
 MODEL_DIR = PARITY_DIR / "model"
 PROMPTS = ["tts", "asr", "in_context_s2s", "text_dialogue", "spoken_dialogue"]
