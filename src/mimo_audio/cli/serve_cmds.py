@@ -9,27 +9,13 @@ import logging
 import os
 
 from ..errors import MimoAudioError
+from .task_cmds import add_model_options
 
 log = logging.getLogger("mimo_audio")
 
 
 def _model_args(p: argparse.ArgumentParser, max_batch: int) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument(
-        "--model", default=os.environ.get("MIMO_AUDIO_MODEL"), help="LM folder (env MIMO_AUDIO_MODEL)"
-    )
-    g.add_argument(
-        "--tokenizer",
-        default=os.environ.get("MIMO_AUDIO_TOKENIZER"),
-        help="audio tokenizer folder (env MIMO_AUDIO_TOKENIZER)",
-    )
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    g.add_argument("--quantize", default=None, choices=["int8"], help="int8 weight-only LM quantisation")
-    g.add_argument(
-        "--variant", default=None, choices=["base", "instruct"], help="override Base/Instruct detection"
-    )
-    g.add_argument("--max-len", type=int, default=8192, help="context length in patches (sizes the KV cache)")
+    g = add_model_options(p)
     g.add_argument(
         "--max-batch", type=int, default=max_batch, help="requests generated together (batch slots)"
     )

@@ -21,7 +21,8 @@ FEWSHOT_TASKS = {"fewshot_vc": "vc", "fewshot_emotion": "emotion", "fewshot_spee
 
 
 # ---------------------------------------------------------------------------- shared options
-def _model_args(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The model-loading options shared by every command that loads MimoAudio."""
     g = p.add_argument_group("model")
     g.add_argument(
         "--model", default=os.environ.get("MIMO_AUDIO_MODEL"), help="LM folder (env MIMO_AUDIO_MODEL)"
@@ -38,6 +39,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         "--variant", default=None, choices=["base", "instruct"], help="override Base/Instruct detection"
     )
     g.add_argument("--max-len", type=int, default=8192, help="context length in patches (sizes the KV cache)")
+    return g
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    add_model_options(p)
     s = p.add_argument_group("sampling")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--greedy", action="store_true", default=None, help="greedy text and speech decoding")
