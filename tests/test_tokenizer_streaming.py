@@ -77,7 +77,7 @@ def test_streamed_wav_matches_reference(name, tok, expected_tensors):
     assert sum(sizes) == codes.shape[1]
 
 
-@pytest.mark.parametrize(("chunk", "left", "right"), [(10, 250, 40), (7, 30, 5), (3, 12, 4), (25, 25, 0)])
+@pytest.mark.parametrize(("chunk", "left", "right"), [(7, 30, 5), (6, 15, 8), (25, 25, 0)])
 def test_stream_follows_spec_schedule_and_trims_cache(chunk, left, right, tok, expected_tensors):
     clip = tensor_names(".streamed_wav")[0].rsplit(".", 1)[0]
     codes = _lm_codes(expected_tensors, clip)
@@ -89,7 +89,7 @@ def test_stream_follows_spec_schedule_and_trims_cache(chunk, left, right, tok, e
         assert torch.allclose(p, r, atol=1e-6)
 
 
-@pytest.mark.parametrize(("chunk", "left", "right"), [(10, 250, 40), (7, 30, 5), (9, 20, 20)])
+@pytest.mark.parametrize(("chunk", "left", "right"), [(10, 250, 40), (9, 20, 20)])
 def test_flush_equals_last_flag(chunk, left, right, tok, expected_tensors):
     codes = _lm_codes(expected_tensors, FIRST_CLIP)
     flagged = torch.cat(_stream(tok, codes, chunk, left, right))
@@ -106,10 +106,10 @@ def test_single_call_stream_equals_offline_decode(tok, expected_tensors):
 
 
 def test_reset_and_reuse(tok, expected_tensors):
-    codes = _lm_codes(expected_tensors, FIRST_CLIP)
+    codes = _lm_codes(expected_tensors, FIRST_CLIP)[:, :50]
     fresh = torch.cat(_stream(tok, codes, CHUNK))
     dec = tok.stream_decoder()
-    dec.push(codes[:, :60])
+    dec.push(codes[:, :30])
     dec.reset()
     assert dec.flush().numel() == 0
     chunks = list(codes.split(CHUNK, dim=1))
