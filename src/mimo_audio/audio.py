@@ -25,6 +25,9 @@ DEFAULT_MAX_SECONDS = 3600.0
 
 AudioLike = str | os.PathLike | np.ndarray | torch.Tensor
 
+_UMASK = os.umask(0)  # read once at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
+
 
 def _check_samples(wav: np.ndarray, name: str, max_seconds: float | None, sample_rate: int) -> None:
     if wav.size == 0:
@@ -124,9 +127,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: 
     os.close(fd)
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
