@@ -112,8 +112,12 @@ def init_distributed(cfg: DistributedSection) -> DistEnv:
     return DistEnv(rank, world, local_rank, device, strategy, mp)
 
 
-def shutdown_distributed() -> None:
+def shutdown_distributed(barrier: bool = False) -> None:
+    """Tear the process group down; with ``barrier`` first wait until every rank got here, so no rank
+    exits while another is still in a collective (use it on the success path only)."""
     if dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -230,10 +234,12 @@ def _spawn_entry(rank: int, world: int, port: int, fn: Callable, args: tuple) ->
         MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
+    ok = False
     try:
         fn(*args)
+        ok = True
     finally:
-        shutdown_distributed()
+        shutdown_distributed(barrier=ok)
 
 
 def spawn_local(world: int, fn: Callable, *args, timeout: float = 300.0) -> None:
