@@ -31,7 +31,9 @@ def results(request, expected_tensors):
                 record_logits=True,
             )
         )
-    longest = max(p.shape[1] // lm.config.group_size + o.max_new_steps for p, o in zip(prompts, options, strict=True))
+    longest = max(
+        p.shape[1] // lm.config.group_size + o.max_new_steps for p, o in zip(prompts, options, strict=True)
+    )
     if request.param == "solo":
         engine = Generator(lm, max_batch=1, max_len=longest)
         out = [engine.generate([p], o)[0] for p, o in zip(prompts, options, strict=True)]

@@ -223,6 +223,15 @@ def test_sampler_order_and_filters():
     assert set(draws) <= {1, 2, 3} and len(set(draws)) > 1
     with pytest.raises(MimoAudioError):
         SamplerConfig(do_sample=True, top_p=0.0)
+    # the exponential race (pre-drawn noise, used by the patch decoder) samples the same distribution
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    rows = torch.log(probs).expand(20000, 4)
+    noise = torch.empty(20000, 6).exponential_(generator=torch.Generator().manual_seed(1))
+    got = sample(rows, SamplerConfig(do_sample=True), noise=noise)
+    freq = torch.bincount(got, minlength=4).float() / got.numel()
+    assert (freq - probs).abs().max().item() < 0.015
+    topk = sample(rows, SamplerConfig(do_sample=True, top_k=2), noise=noise)
+    assert set(topk.tolist()) == {0, 1}
 
 
 # ---------------------------------------------------------------------- stop rules

@@ -37,7 +37,9 @@ def lm_outputs(lm, expected_tensors):
             text_logits, local_in = lm.heads(h[:, -1:])
             decoder = PatchDecoder(lm, max_batch=1)
             empty = lm.config.speech_zeroemb_idx
-            tokens = decoder(local_in[:, 0], lambda c, logits, empty=empty: sample(logits, GREEDY, None, (empty[c],)))
+            tokens = decoder(
+                local_in[:, 0], lambda c, logits, empty=empty: sample(logits, GREEDY, None, (empty[c],))
+            )
             out[name] = {
                 "input_embeds": embeds,
                 "text_logits": text_logits,

@@ -40,6 +40,43 @@ def rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) ->
     return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin_signed)
 
 
+SMALL_QUERY_ROWS = 64  # query rows per KV head up to which CPU attention may run as plain matmuls
+
+
+def attention(
+    q: torch.Tensor,  # [B, H, S, D]
+    k: torch.Tensor,  # [B, KV, K, D]
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None,  # bool [B or 1, 1, S or 1, K], True = attend
+    is_causal: bool,
+) -> torch.Tensor:
+    """Softmax attention with grouped KV heads (query head ``h`` reads KV head ``h // (H / KV)``).
+
+    Small problems on CPU (the patch encoder's ``G`` frames; in 16-bit dtypes also the decode and
+    patch-decoder steps) run as matmul → softmax (float32) → matmul over the query heads grouped per KV
+    head: 2–5x faster there than the fused SDPA kernel, which wins for one float32 query row.
+    Everything else goes to ``F.scaled_dot_product_attention`` (K/V heads shared via ``enable_gqa``).
+    """
+    B, H, S, D = q.shape
+    KV, K = k.shape[1], k.shape[2]
+    rep = H // KV
+    small = q.device.type == "cpu" and rep * S <= SMALL_QUERY_ROWS
+    if small and (S > 1 or q.dtype != torch.float32):
+        if is_causal:
+            attn_mask = torch.ones(S, K, dtype=torch.bool, device=q.device).tril(K - S)[None, None]
+        if attn_mask is not None and attn_mask.shape[-2] > 1 and rep > 1:
+            attn_mask = attn_mask.repeat(1, 1, rep, 1)  # grouped rows are r·S + s
+        qg = (q * D**-0.5).reshape(B, KV, rep * S, D)
+        scores = qg @ k.transpose(-1, -2)  # [B, KV, rep·S, K]
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        probs = scores.float().softmax(dim=-1).to(v.dtype)
+        return (probs @ v).reshape(B, H, S, D)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=rep > 1
+    )
+
+
 def _activation(name: str):
     if name == "silu":
         return F.silu
@@ -110,9 +147,7 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, S, D]
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # [B, KV, K, D]
-        if KV != H:
-            k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+        out = attention(q, k, v, attn_mask, is_causal)  # [B, H, S, D]
         return self.o_proj(out.transpose(1, 2).reshape(B, S, H * D))
 
 

@@ -371,13 +371,33 @@ class Generator:
             groups.setdefault(cfg, []).append(j)
         group_idx = {cfg: torch.tensor(js, device=self.device) for cfg, js in groups.items()}
         empty = self.config.speech_zeroemb_idx
+        # One block of Exp(1) noise per sampling row and patch, drawn with the row's own generator:
+        # draw k of the patch (sampling order) uses noise[:, k] (exponential race, see sampler.sample).
+        draws = self.group_size * self.channels
+        noise = {
+            cfg: torch.stack(
+                [
+                    torch.empty(draws, self.config.max_speech_vocab, device=self.device).exponential_(
+                        generator=gens[j]
+                    )
+                    for j in js
+                ]
+            )
+            for cfg, js in groups.items()
+            if cfg.do_sample
+        }
+        counter = itertools.count()
 
         def sample_fn(c: int, logits: torch.Tensor) -> torch.Tensor:
+            k = next(counter)
             if len(groups) == 1:
-                return sample(logits, cfgs[0], gens, (empty[c],))
+                cfg = cfgs[0]
+                return sample(logits, cfg, gens, (empty[c],), noise[cfg][:, k] if cfg in noise else None)
             out = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
             for cfg, js in groups.items():
-                out[group_idx[cfg]] = sample(logits[group_idx[cfg]], cfg, [gens[j] for j in js], (empty[c],))
+                idx = group_idx[cfg]
+                eps = noise[cfg][:, k] if cfg in noise else None
+                out[idx] = sample(logits[idx], cfg, [gens[j] for j in js], (empty[c],), eps)
             return out
 
         recording = [j for j, r in enumerate(reqs) if r.options.record_logits]

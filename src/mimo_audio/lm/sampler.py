@@ -3,7 +3,8 @@
 Order: (1) divide by ``temperature``; (2) top-k: mask everything strictly below the k-th largest;
 (3) top-p: sort ascending, softmax, cumulative sum, mask entries with cumsum ≤ 1 − p but keep the
 largest; (4) set removed ids (stop tokens before ``min_new_steps``, a codebook's empty id) to −inf;
-(5) sample one id from the softmax with the request's own ``torch.Generator``, or take the first argmax.
+(5) sample one id from the softmax with the request's own ``torch.Generator`` (``torch.multinomial``,
+or the exponential race with pre-drawn noise for the patch decoder), or take the first argmax.
 Steps (1)–(3) run in the logits' dtype, as the reference does. Removing ids *after* top-k/top-p means a
 removed id can occupy a top-k slot (SPEC §12.10); if that leaves nothing, the best allowed id is taken
 instead of failing.
@@ -81,8 +82,15 @@ def sample(
     cfg: SamplerConfig,
     generators: Sequence[torch.Generator | None] | None = None,
     removed: Sequence[int] = (),
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One token per row, ``[n]`` int64, all rows sharing ``cfg`` and ``removed`` (row i uses ``generators[i]``)."""
+    """One token per row, ``[n]`` int64, all rows sharing ``cfg`` and ``removed``.
+
+    Row ``i`` draws with ``generators[i]`` (``torch.multinomial``), or, when ``noise`` ``[n, ≥V]`` is
+    given (i.i.d. Exp(1) draws the caller made with each row's generator), takes
+    ``argmax(p / noise)`` — the exponential race, an exact sample of the same distribution that
+    needs no per-row kernel calls.
+    """
     raw = logits
     if cfg.filters:
         logits = filter_logits(logits, cfg)
@@ -96,6 +104,8 @@ def sample(
     if not cfg.do_sample:
         return logits.argmax(dim=-1)
     probs = logits.softmax(dim=-1).float()
+    if noise is not None:
+        return (probs / noise[:, : probs.shape[-1]]).argmax(dim=-1)
     gens = generators if generators is not None else [None] * probs.shape[0]
     out = [torch.multinomial(probs[i], 1, generator=gens[i]) for i in range(probs.shape[0])]
     return torch.cat(out)
