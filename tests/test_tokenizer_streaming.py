@@ -8,6 +8,7 @@ import torch
 
 from mimo_audio import AudioTokenizer
 from mimo_audio.errors import MimoAudioError
+from mimo_audio.tokenizer import ChunkedDecoder
 
 from conftest import PARITY_DIR, tensor_names
 
@@ -148,3 +149,28 @@ def test_decode_chunked_is_independent_chunks(tok, expected_tensors):
     assert torch.equal(wav, manual)
     assert wav.numel() == codes.shape[1] * tok.samples_per_frame
     assert torch.equal(tok.decode_chunked(codes), tok.decode(codes))  # below the 1500-frame default
+
+
+def test_chunked_decoder_batches_pushes(tok, expected_tensors):
+    """Patch-sized pushes through ``chunk_frames=20`` decode as the plain decoder fed [first, 20, 20, …, rest]."""
+    codes = _lm_codes(expected_tensors, FIRST_CLIP)
+    patches = list(codes.split(4, dim=1))
+    dec = tok.stream_decoder(chunk_frames=20)
+    pieces = [dec.push(p) for p in patches] + [dec.flush()]
+    plain, sizes, buffered, pushed = tok.stream_decoder(), [], 0, False
+    for p in patches:
+        buffered += p.shape[1]
+        if buffered >= (20 if pushed else max(RIGHT + 1, 20)):
+            sizes.append(buffered)
+            buffered, pushed = 0, True
+    assert buffered > 0 and sum(sizes) + buffered == codes.shape[1]
+    starts = torch.tensor([0, *sizes]).cumsum(0).tolist()
+    want = [plain.push(codes[:, a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    want.append(plain.push(codes[:, starts[-1] :], last=True))
+    assert torch.equal(torch.cat(pieces), torch.cat(want))
+    assert sum(p.numel() > 0 for p in pieces) == len(want) < len(patches)
+    # last=True on the chunked decoder ends the sequence the same way, and it is reusable afterwards
+    again = [dec.push(p, last=i == len(patches) - 1) for i, p in enumerate(patches)]
+    assert torch.equal(torch.cat(again), torch.cat(want))
+    with pytest.raises(MimoAudioError, match="chunk_frames"):
+        ChunkedDecoder(plain, every=0)

@@ -133,17 +133,24 @@ class PreparedRequest:
     options: GenerationOptions
 
 
+STREAM_CHUNK_FRAMES = 20  # frames (0.8 s) per streaming decode; the first waits for the right overlap
+
+
 class StreamState:
     """Turns one request's engine step events into :class:`StreamChunk` objects.
 
     Text is detokenised incrementally; speech patches go through the audio tokenizer's streaming
-    decoder. The chunk for the finishing event carries the full :class:`TaskResult`.
+    decoder, which decodes every ``chunk_frames`` frames (0: every patch; each decode re-runs up to
+    250 frames of context, so per-patch decoding costs several times more). The chunk for the
+    finishing event carries the full :class:`TaskResult`.
     """
 
-    def __init__(self, model: MimoAudio, task: str) -> None:
+    def __init__(self, model: MimoAudio, task: str, chunk_frames: int = STREAM_CHUNK_FRAMES) -> None:
         self.model, self.task = model, task
         self.splitter = IncrementalSplitter(model.text_tokenizer, model.config.speech_zeroemb_idx)
-        self.decoder = model.audio_tokenizer.stream_decoder() if PRESETS[task].speech_output else None
+        self.decoder = None
+        if PRESETS[task].speech_output:
+            self.decoder = model.audio_tokenizer.stream_decoder(chunk_frames=chunk_frames)
         self.any_audio = False
 
     def feed(self, ev: StepEvent) -> StreamChunk | None:
@@ -194,8 +201,8 @@ class MimoAudio:
     @classmethod
     def from_pretrained(
         cls,
-        model_dir: str | os.PathLike,
-        tokenizer_dir: str | os.PathLike,
+        model_dir: str | os.PathLike | None = None,
+        tokenizer_dir: str | os.PathLike | None = None,
         *,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
@@ -213,9 +220,13 @@ class MimoAudio:
         ``device`` defaults to CUDA when available, else CPU; ``dtype`` to bfloat16 on CUDA and float32
         on CPU. ``tokenizer_device="cpu"`` offloads the audio tokenizer. ``quantize="int8"`` stores the
         LM's linear weights as int8. ``variant`` (``"base"``/``"instruct"``) restricts the tasks; it is
-        detected from the folder when not given.
+        detected from the folder when not given. With neither folder given, the installed default
+        pair is loaded (:mod:`mimo_audio.defaults`: ``MIMO_AUDIO_DEFAULT_DIR``, else the package's).
         """
         from .checkpoint import read_config, resolve_dir
+        from .defaults import resolve_model_pair
+
+        model_dir, tokenizer_dir = resolve_model_pair(model_dir, tokenizer_dir)
 
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = _dtype(dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
@@ -524,9 +535,10 @@ class MimoAudio:
         self._check_variant(task)
         return PreparedRequest(task, self.build_prompt(task, **inputs), self.options(task, **gen))
 
-    def stream_state(self, task: str) -> StreamState:
-        """Incremental post-processing for one request of ``task`` (text pieces, streamed audio)."""
-        return StreamState(self, task)
+    def stream_state(self, task: str, chunk_frames: int = STREAM_CHUNK_FRAMES) -> StreamState:
+        """Incremental post-processing for one request of ``task`` (text pieces, streamed audio
+        decoded every ``chunk_frames`` frames)."""
+        return StreamState(self, task, chunk_frames)
 
     def run_task(
         self, task: str, inputs: dict[str, Any] | Sequence[dict[str, Any]], **gen: Any

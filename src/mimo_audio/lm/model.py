@@ -194,10 +194,13 @@ def random_lm(
     """A model with random weights (Qwen2-style init: N(0, std) matrices, zero biases, unit norms).
 
     For benchmarks and tests that need other sizes than a checkpoint provides.
+    Parameters are allocated directly in ``dtype`` (built on the meta device, then filled one tensor at a
+    time), so the official 7B shapes in bfloat16 need ≈ 16 GB, not the 32 GB of a float32 copy.
     """
     gen = torch.Generator().manual_seed(seed)
-    with torch.device(device):
+    with torch.device("meta"):
         model = MimoAudioLM(config, empty_text_id)
+    model = model.to(dtype).to_empty(device=device)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
@@ -205,5 +208,5 @@ def random_lm(
             elif name.endswith(".bias"):
                 p.zero_()
             else:
-                p.copy_(torch.randn(p.shape, generator=gen) * std)
-    return model.to(dtype).eval().requires_grad_(False)
+                p.copy_(torch.randn(p.shape, generator=gen).mul_(std))
+    return model.eval().requires_grad_(False)

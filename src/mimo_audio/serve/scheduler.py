@@ -157,39 +157,6 @@ class Ticket:
         return True
 
 
-class ChunkedDecoder:
-    """Feeds a tokenizer ``StreamDecoder`` in chunks of frames instead of one speech patch at a time.
-
-    Each ``push`` of the streaming decoder re-decodes its left context (250 frames), so pushing every
-    4-frame patch makes audio decoding dominate a busy server. This buffers codes and pushes once the
-    decoder can emit audio (more than its right overlap) and then every ``every`` frames; ``flush``
-    pushes the rest as the last chunk. The audio is the streaming decoder's, in fewer, larger pieces.
-    """
-
-    def __init__(self, decoder, every: int = 20) -> None:
-        self.decoder, self.every = decoder, every
-        self.first = getattr(decoder, "right_overlap", 0) + 1
-        self._buf: list[torch.Tensor] = []
-        self._frames = 0
-        self._pushed = False
-
-    def push(self, codes: torch.Tensor) -> torch.Tensor:
-        self._buf.append(codes)
-        self._frames += codes.shape[-1]  # codes: [codebooks, frames]
-        if self._frames < (self.every if self._pushed else max(self.first, self.every)):
-            return torch.zeros(0)
-        out = self.decoder.push(torch.cat(self._buf, dim=-1))
-        self._buf, self._frames, self._pushed = [], 0, True
-        return out
-
-    def flush(self) -> torch.Tensor:
-        if not self._buf:
-            return self.decoder.flush()
-        out = self.decoder.push(torch.cat(self._buf, dim=-1), last=True)
-        self._buf, self._frames = [], 0
-        return out
-
-
 class Scheduler:
     """Owns ``model`` (a :class:`~mimo_audio.api.MimoAudio`) and batches requests into its engine."""
 
@@ -399,10 +366,7 @@ class Scheduler:
             ticket._post("started")
 
     def _stream_state(self, task: str):
-        state = self.model.stream_state(task)
-        if state.decoder is not None and self.stream_chunk_frames > 0:
-            state.decoder = ChunkedDecoder(state.decoder, self.stream_chunk_frames)
-        return state
+        return self.model.stream_state(task, chunk_frames=self.stream_chunk_frames)
 
     def _step(self) -> None:
         t0 = time.perf_counter()

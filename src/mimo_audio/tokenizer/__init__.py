@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from .config import TokenizerConfig
 from .model import AudioTokenizer
-from .streaming import StreamDecoder, StreamState
+from .streaming import ChunkedDecoder, StreamDecoder, StreamState
 
-__all__ = ["AudioTokenizer", "StreamDecoder", "StreamState", "TokenizerConfig"]
+__all__ = ["AudioTokenizer", "ChunkedDecoder", "StreamDecoder", "StreamState", "TokenizerConfig"]

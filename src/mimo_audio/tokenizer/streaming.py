@@ -101,3 +101,46 @@ class StreamDecoder:
         tail = self.state.tail
         self.state.reset()
         return torch.zeros(0) if tail is None else tail.cpu()
+
+
+class ChunkedDecoder:
+    """Feeds a tokenizer ``StreamDecoder`` in chunks of frames instead of one speech patch at a time.
+
+    Each ``push`` of the streaming decoder re-decodes its left context (250 frames), so pushing every
+    4-frame patch makes audio decoding dominate a busy server. This buffers codes and pushes once the
+    decoder can emit audio (more than its right overlap) and then every ``every`` frames; ``flush``
+    pushes the rest as the last chunk. The audio is the streaming decoder's, in fewer, larger pieces.
+    """
+
+    def __init__(self, decoder: StreamDecoder, every: int = 20) -> None:
+        if every < 1:
+            raise MimoAudioError(f"chunk_frames must be ≥ 1, got {every}")
+        self.decoder, self.every = decoder, every
+        self.first = decoder.right_overlap + 1
+        self._buf: list[torch.Tensor] = []
+        self._frames = 0
+        self._pushed = False
+
+    @property
+    def right_overlap(self) -> int:
+        return self.decoder.right_overlap
+
+    def push(self, codes: torch.Tensor, last: bool = False) -> torch.Tensor:
+        """Like :meth:`StreamDecoder.push` (``codes [k, n]``); audio comes out once a chunk is complete."""
+        self._buf.append(codes)
+        self._frames += codes.shape[-1]
+        if last:
+            return self.flush()
+        if self._frames < (self.every if self._pushed else max(self.first, self.every)):
+            return torch.zeros(0)
+        out = self.decoder.push(torch.cat(self._buf, dim=-1))
+        self._buf, self._frames, self._pushed = [], 0, True
+        return out
+
+    def flush(self) -> torch.Tensor:
+        """Decode what is buffered as the final chunk; both decoders are then ready for a new sequence."""
+        buf = self._buf
+        self._buf, self._frames, self._pushed = [], 0, False
+        if not buf:
+            return self.decoder.flush()
+        return self.decoder.push(torch.cat(buf, dim=-1), last=True)
