@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from mimo_audio.checkpoint import save_weights
 from mimo_audio.errors import CheckpointError, MimoAudioError
 from mimo_audio.lm import (
     GREEDY,
@@ -362,6 +363,17 @@ def test_sharded_checkpoint_loads_identically(tmp_path, lm, prompts):
         assert torch.equal(v, sharded.state_dict()[k]), k
     opts = dataclasses.replace(GREEDY_OPTS, max_new_steps=4)
     _assert_same(_solo(sharded, prompts[0], opts), _solo(lm, prompts[0], opts), tol=0)
+    # our writer's shards (by size, as export and benchmarks/lm_memory.py write them) load the same
+    for f in [*dst.glob("model-*.safetensors"), dst / "model.safetensors.index.json"]:
+        f.unlink()
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    save_weights(dst, state, max_shard_bytes=total // 3)
+    assert len(list(dst.glob("model-0000?-of-0000[34].safetensors"))) in (3, 4)
+    index = json.loads((dst / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(state) and index["metadata"]["total_size"] == total
+    resaved = load_lm(dst)
+    for k, v in lm.state_dict().items():
+        assert torch.equal(v, resaved.state_dict()[k]), k
 
 
 def test_loading_errors(tmp_path):

@@ -1,4 +1,4 @@
-"""Reading Hugging Face-style checkpoint folders: config.json and (sharded) safetensors.
+"""Reading and writing Hugging Face-style checkpoint folders: config.json and (sharded) safetensors.
 
 One place for strict loading: models are built on the meta device, then filled with
 ``load_state_dict(assign=True)`` after the keys and shapes were checked, so a mismatch is reported
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
 
@@ -84,6 +84,32 @@ def load_weights(folder: PathLike, device: str | torch.device = "cpu") -> dict[s
                 f"{f} is truncated or not a safetensors file: {e}".splitlines()[0]
             ) from None
     return state
+
+
+def save_weights(folder: PathLike, state: dict[str, torch.Tensor], max_shard_bytes: int = 5 * 1024**3) -> None:
+    """Write ``state`` in the official layout: ``model.safetensors``, or, when it is larger than
+    ``max_shard_bytes``, ``model-XXXXX-of-YYYYY.safetensors`` shards + ``model.safetensors.index.json``."""
+    folder = Path(folder)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k, v in state.items():
+        n = v.numel() * v.element_size()
+        if shards[-1] and size + n > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][k] = v
+        size += n
+    if len(shards) == 1:
+        save_file(shards[0], str(folder / "model.safetensors"), metadata={"format": "pt"})
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards, start=1):
+        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(folder / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, name))
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 def _names(keys: Iterable[str], limit: int = 6) -> str:

@@ -16,27 +16,14 @@ import uuid
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
+from ..checkpoint import save_weights
 from ..errors import CheckpointError
 from .checkpointing import read_meta, read_weights, resolve_checkpoint, unshare_tensors
 from .lora import merge_lora_state
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SHARD_BYTES = 5 * 1024**3
-
-
-def _shards(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for k, v in state.items():
-        n = v.numel() * v.element_size()
-        if shards[-1] and size + n > max_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][k] = v
-        size += n
-    return shards
 
 
 def export_checkpoint(
@@ -80,18 +67,7 @@ def export_checkpoint(
             config["torch_dtype"] = dtype
             (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         state = unshare_tensors(state)
-        shards = _shards(state, max_shard_bytes)
-        if len(shards) == 1:
-            save_file(shards[0], str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        else:
-            weight_map = {}
-            for i, shard in enumerate(shards, start=1):
-                name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-                save_file(shard, str(tmp / name), metadata={"format": "pt"})
-                weight_map.update(dict.fromkeys(shard, name))
-            total = sum(v.numel() * v.element_size() for v in state.values())
-            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+        save_weights(tmp, state, max_shard_bytes)
         if verify:
             _verify(tmp, kind)
         if out.exists():
