@@ -83,6 +83,9 @@ def test_encode_manifest_to_shards_and_read_back(tmp_path, expected_tensors):
     rec1, _ = src.get(1)
     assert torch.equal(rec1["messages"][0]["content"]["audio"], codes(expected_tensors, "speech_b"))
     assert src.get(2)[0] == {"task": "text", "text": "no audio here"}
+    # a temp file left by a killed writer (atomic_write's hidden ``.name.XXXX.tar``) is not a shard
+    (out / ".shard-000002.tar.a1b2.tar").write_bytes(b"partial")
+    assert len(ShardSource(out)) == 3
     # resumable: existing shards are kept as they are
     mtime = (out / "shard-000000.tar").stat().st_mtime_ns
     assert cli_main(args) == 0

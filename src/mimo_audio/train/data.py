@@ -156,7 +156,8 @@ class ShardSource:
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
-        files = sorted(path.glob("*.tar")) if path.is_dir() else [path]
+        # hidden files are a writer's temp files (atomic_write), never finished shards
+        files = sorted(f for f in path.glob("*.tar") if not f.name.startswith(".")) if path.is_dir() else [path]
         if not files or not all(f.is_file() for f in files):
             raise DataError(f"no code shards (*.tar) at {path}")
         self.base = path if path.is_dir() else path.parent
