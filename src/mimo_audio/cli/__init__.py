@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         train_cmds = None
     if train_cmds is not None:
         train_cmds.register(sub)
+    from . import eval_cmds  # the [eval] extra is imported only when an eval command runs
+
+    eval_cmds.register(sub)
     return parser
 
 

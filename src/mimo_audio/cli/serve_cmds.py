@@ -31,10 +31,10 @@ def _model_args(p: argparse.ArgumentParser, max_batch: int) -> None:
 
 
 def _load_kwargs(args: argparse.Namespace) -> dict:
-    if not args.model or not args.tokenizer:
-        raise MimoAudioError(
-            "pass --model and --tokenizer (or set MIMO_AUDIO_MODEL and MIMO_AUDIO_TOKENIZER)"
-        )
+    """Loading options; ``args.model`` / ``args.tokenizer`` become the default pair when neither is given."""
+    from ..defaults import resolve_model_pair
+
+    args.model, args.tokenizer = resolve_model_pair(args.model, args.tokenizer)
     if args.threads is not None:
         if args.threads < 1:
             raise MimoAudioError("--threads must be >= 1")

@@ -25,12 +25,14 @@ def add_model_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """The model-loading options shared by every command that loads MimoAudio."""
     g = p.add_argument_group("model")
     g.add_argument(
-        "--model", default=os.environ.get("MIMO_AUDIO_MODEL"), help="LM folder (env MIMO_AUDIO_MODEL)"
+        "--model",
+        default=os.environ.get("MIMO_AUDIO_MODEL"),
+        help="LM folder (env MIMO_AUDIO_MODEL; default: the installed default model)",
     )
     g.add_argument(
         "--tokenizer",
         default=os.environ.get("MIMO_AUDIO_TOKENIZER"),
-        help="audio tokenizer folder (env MIMO_AUDIO_TOKENIZER)",
+        help="audio tokenizer folder (env MIMO_AUDIO_TOKENIZER; default: the installed default model's)",
     )
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
@@ -63,11 +65,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace):
     from ..api import MimoAudio
+    from ..defaults import resolve_model_pair
 
-    if not args.model or not args.tokenizer:
-        raise MimoAudioError(
-            "pass --model and --tokenizer (or set MIMO_AUDIO_MODEL and MIMO_AUDIO_TOKENIZER)"
-        )
+    args.model, args.tokenizer = resolve_model_pair(args.model, args.tokenizer)
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
     log.info("loading %s and %s", args.model, args.tokenizer)

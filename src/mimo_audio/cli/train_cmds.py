@@ -11,6 +11,7 @@ import json
 import sys
 
 from ..errors import MimoAudioError
+from . import prepare_cmds, synth_cmds
 
 
 def _override(text: str) -> dict:
@@ -74,6 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--device", default="cpu", help="torch device (default cpu)")
     e.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     e.set_defaults(func=cmd_encode)
+    synth_cmds.register(data_sub)
+    prepare_cmds.register(data_sub)
     p.set_defaults(func=lambda args: _need_sub(p))
 
     p = subparsers.add_parser(

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Train the default model pair end to end on CPU, resumably (docs/DEFAULT_MODEL.md):
+#   synth → tokenizer stage 1 → export → encode → tokenizer stage 2 → export → LM → export → release
+# Each step leaves a marker in $RUN/done/ and is skipped when its marker exists; an interrupted
+# training step resumes from its latest checkpoint, so a later session continues where this one stopped.
+#
+# Environment (all optional):
+#   MIMO_DEFAULT_RUN      run folder (default ~/.cache/mimo-audio/default-run)
+#   MIMO_DEFAULT_HOURS    synthetic train audio in hours (default 20); MIMO_DEFAULT_UTTERANCES overrides it
+#   MIMO_DEFAULT_SEED     corpus seed (default 0)
+#   MIMO_DEFAULT_JOBS     synthesis processes (default 2)
+#   MIMO_DEFAULT_STAGE2   1 (default) runs tokenizer stage 2 (GAN); 0 ships the stage-1 decoder
+#   MIMO_DEFAULT_STOP_AFTER  seconds after which a training step is stopped (checkpoint kept, exit 0,
+#                         rerun to continue); default: no limit
+#   MIMO_DEFAULT_TOK_SET, MIMO_DEFAULT_TOK2_SET, MIMO_DEFAULT_LM_SET
+#                         extra space-separated KEY=VALUE recipe overrides (e.g. "run.max_steps=100")
+#   MIMO_AUDIO_BIN        the mimo-audio command (default: .venv/bin/mimo-audio of this checkout)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RUN=${MIMO_DEFAULT_RUN:-$HOME/.cache/mimo-audio/default-run}
+BIN=${MIMO_AUDIO_BIN:-$ROOT/.venv/bin/mimo-audio}
+RECIPES=$ROOT/recipes
+STAGE2=${MIMO_DEFAULT_STAGE2:-1}
+STOP_AFTER=${MIMO_DEFAULT_STOP_AFTER:-0}
+mkdir -p "$RUN/done" "$RUN/export"
+log() { echo "[train_default $(date -u +%H:%M:%S)] $*" >&2; }
+done_() { [[ -e "$RUN/done/$1" ]]; }
+mark() { date -u +%FT%TZ >"$RUN/done/$1"; }
+
+setargs() { # "a=1 b=2" → SETARGS=(--set a=1 --set b=2), no globbing
+    local kvs=() kv
+    SETARGS=()
+    read -ra kvs <<<"$1"
+    for kv in "${kvs[@]}"; do SETARGS+=(--set "$kv"); done
+}
+
+# train KIND NAME RECIPE OUT_DIR OVERRIDES...: run (or resume) one training step; 0 when finished
+train() {
+    local kind=$1 name=$2 recipe=$3 out=$4
+    shift 4
+    done_ "$name" && { log "$name: done"; return 0; }
+    local resume=()
+    compgen -G "$out/checkpoints/step-*" >/dev/null && resume=(--resume)
+    log "$name: training into $out ${resume[*]}"
+    local rc=0
+    if ((STOP_AFTER > 0)); then
+        timeout --signal=TERM "$STOP_AFTER" "$BIN" train "$kind" --config "$recipe" \
+            --set "run.out_dir=$out" "$@" "${resume[@]}" || rc=$?
+    else
+        "$BIN" train "$kind" --config "$recipe" --set "run.out_dir=$out" "$@" "${resume[@]}" || rc=$?
+    fi
+    if ((rc == 124)); then
+        log "$name: stopped after ${STOP_AFTER}s; run this script again to continue"
+        exit 0
+    fi
+    ((rc == 0)) || exit "$rc"
+    mark "$name"
+}
+
+export_() { # export NAME RUN_DIR OUT_DIR
+    done_ "$1" && { log "$1: done"; return 0; }
+    log "$1: exporting $2 → $3"
+    "$BIN" export "$2" --out "$3" --overwrite >/dev/null
+    mark "$1"
+}
+
+# 1. corpus
+if ! done_ synth; then
+    size=(--hours "${MIMO_DEFAULT_HOURS:-20}")
+    [[ -n ${MIMO_DEFAULT_UTTERANCES:-} ]] && size=(--utterances "$MIMO_DEFAULT_UTTERANCES")
+    log "synth: ${size[*]} into $RUN/corpus"
+    "$BIN" data synth --out "$RUN/corpus" "${size[@]}" --seed "${MIMO_DEFAULT_SEED:-0}" \
+        --jobs "${MIMO_DEFAULT_JOBS:-2}" --quiet >/dev/null
+    mark synth
+fi
+C=$RUN/corpus
+
+# 2–3. tokenizer stage 1
+setargs "${MIMO_DEFAULT_TOK_SET:-}"
+train tokenizer tokenizer1 "$RECIPES/default_tokenizer.yaml" "$RUN/tokenizer1" \
+    --set "data.train=[$C/train_tokenizer.jsonl]" --set "data.eval=[$C/test_tokenizer.jsonl]" \
+    "${SETARGS[@]}"
+export_ export_tokenizer1 "$RUN/tokenizer1" "$RUN/export/tokenizer1"
+
+# 4. code shards (stage 2 freezes the encoder and quantizer, so the stage-1 codes are final)
+if ! done_ encode; then
+    for split in train test; do
+        log "encode: $split"
+        "$BIN" data encode "$C/${split}_lm.jsonl" --tokenizer "$RUN/export/tokenizer1" \
+            --out "$RUN/shards/$split" --shard-size 2000 --batch-size 8 >/dev/null
+    done
+    mark encode
+fi
+
+# 5. tokenizer stage 2 (GAN fine-tuning of the decoder + vocoder)
+TOKENIZER=$RUN/export/tokenizer1
+if [[ $STAGE2 == 1 ]]; then
+    setargs "${MIMO_DEFAULT_TOK2_SET:-}"
+    train tokenizer tokenizer2 "$RECIPES/default_tokenizer_stage2.yaml" "$RUN/tokenizer2" \
+        --set "model.init=$RUN/export/tokenizer1" \
+        --set "data.train=[$C/train_tokenizer.jsonl]" --set "data.eval=[$C/test_tokenizer.jsonl]" \
+        "${SETARGS[@]}"
+    export_ export_tokenizer2 "$RUN/tokenizer2" "$RUN/export/tokenizer2"
+    TOKENIZER=$RUN/export/tokenizer2
+fi
+
+# 6–7. LM
+setargs "${MIMO_DEFAULT_LM_SET:-}"
+train lm lm "$RECIPES/default_lm.yaml" "$RUN/lm" \
+    --set "data.train=[$RUN/shards/train]" --set "data.eval=[$RUN/shards/test]" \
+    "${SETARGS[@]}"
+export_ export_lm "$RUN/lm" "$RUN/export/lm"
+
+# 8. release folder: model/ + tokenizer/ in the official format (MIMO_AUDIO_DEFAULT_DIR=$RUN/release)
+if ! done_ release; then
+    rm -rf "$RUN/release.tmp"
+    mkdir -p "$RUN/release.tmp"
+    cp -r "$RUN/export/lm" "$RUN/release.tmp/model"
+    cp -r "$TOKENIZER" "$RUN/release.tmp/tokenizer"
+    rm -rf "$RUN/release"
+    mv "$RUN/release.tmp" "$RUN/release"
+    mark release
+fi
+size_mb=$(du -sm "$RUN/release" | cut -f1)
+log "release: $RUN/release (${size_mb} MB)"
+((size_mb <= 150)) || log "warning: the release is over the 150 MB budget"
+echo "$RUN/release"

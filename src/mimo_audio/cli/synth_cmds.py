@@ -1,0 +1,78 @@
+"""``mimo-audio data synth`` (synthetic espeak-ng corpus) and ``mimo-audio data synth-vocab`` (the
+default model's small BPE text tokenizer); registered into the ``data`` group by train_cmds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+
+from ..errors import MimoAudioError
+
+
+def register(data_sub: argparse._SubParsersAction) -> None:
+    """Add ``data synth`` and ``data synth-vocab`` to the ``data`` sub-parsers."""
+    p = data_sub.add_parser(
+        "synth",
+        help="synthesise a speech corpus with espeak-ng (+ noise, reverberation) and its manifests",
+        description="Render English and Mandarin sentences with many espeak-ng voices and styles into "
+        "24 kHz clips plus JSONL manifests (asr, tts, instruct_tts, vc, speed, denoise, translate, "
+        "continuation, tokenizer; train_* and held-out test_*). Deterministic given --seed; re-running "
+        "skips clips already written.",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="corpus folder")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--utterances", type=int, default=None, help="train clips (default 1000)")
+    size.add_argument("--hours", type=float, default=None, help="train audio, about (sets --utterances)")
+    p.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
+    p.add_argument("--languages", default="en,zh", help="comma list of en, zh (default en,zh)")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="held-out clips per train clip (0.1)")
+    p.add_argument("--jobs", type=int, default=1, help="parallel rendering processes (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_synth)
+
+    v = data_sub.add_parser(
+        "synth-vocab",
+        help="train the default model's small BPE text tokenizer (with the MiMo-Audio special tokens)",
+        description="Train a byte-level BPE tokenizer.json on the synthetic sentence generator's text "
+        "(and a corpus's manifests, if given) plus every prompt template, holding every special "
+        "token of SPEC 9.1; writes tokenizer.json, tokenizer_config.json and special_tokens_map.json.",
+    )
+    v.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    v.add_argument("--corpus", default=None, metavar="DIR", help="also read the text of this synth corpus")
+    v.add_argument("--vocab-size", type=int, default=2048, help="vocabulary incl. specials (default 2048)")
+    v.add_argument("--seed", type=int, default=0, help="sentence generator seed (default 0)")
+    v.set_defaults(func=cmd_vocab)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from ..data.synth import SECONDS_PER_CLIP, SynthOptions, synthesize
+
+    if args.hours is not None:
+        if args.hours <= 0:
+            raise MimoAudioError(f"--hours must be > 0, got {args.hours}")
+        utterances = math.ceil(args.hours * 3600 / SECONDS_PER_CLIP)
+    else:
+        utterances = args.utterances if args.utterances is not None else 1000
+    opts = SynthOptions(
+        out=args.out,
+        utterances=utterances,
+        seed=args.seed,
+        languages=tuple(x.strip() for x in args.languages.split(",") if x.strip()),
+        test_fraction=args.test_fraction,
+        jobs=args.jobs,
+        progress=not args.quiet,
+    )
+    meta = synthesize(opts)
+    print(json.dumps({"out": os.fspath(args.out), "clips": meta["clips"], "hours": meta["hours"]}))
+    return 0
+
+
+def cmd_vocab(args: argparse.Namespace) -> int:
+    from ..data.synth_vocab import build_text_tokenizer, corpus_texts
+
+    texts = corpus_texts(args.seed, args.corpus)
+    out = build_text_tokenizer(texts, args.out, vocab_size=args.vocab_size)
+    print(json.dumps({"out": os.fspath(out), "texts": len(texts)}))
+    return 0

@@ -1,0 +1,210 @@
+"""Audio side of the synthetic corpus: espeak-ng speakers and styles, rendering, and augmentation
+(coloured noise at a chosen SNR, synthetic room reverberation), all in numpy at 24 kHz mono.
+
+A *speaker* is an espeak-ng voice variant (``+f2``, ``+m3``, ``+klatt``, named variants …) with a
+base pitch and an English accent; its Mandarin voice is ``cmn-latn-pinyin`` with the same variant.
+(espeak-ng 1.51's ``cmn`` voice reads Han text as pinyin with English digits; ``cmn-latn-pinyin``
+reads Han characters correctly.) A *style* sets rate, pitch offset, amplitude and whisper.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+
+from ..audio import resample
+from ..errors import MimoAudioError
+
+SAMPLE_RATE = 24000
+ESPEAK = "espeak-ng"
+
+# variant → gender (from `espeak-ng --voices=variant`); robotic/effect variants are left out
+VARIANTS = {
+    "m1": "M", "m2": "M", "m3": "M", "m4": "M", "m5": "M", "m6": "M", "m7": "M", "m8": "M",
+    "f1": "F", "f2": "F", "f3": "F", "f4": "F", "f5": "F", "klatt": "M", "klatt2": "M", "klatt3": "M",
+    "adam": "M", "Alex": "M", "Alicia": "F", "Andrea": "F", "Andy": "M", "Annie": "F", "antonio": "M",
+    "aunty": "F", "belinda": "F", "benjamin": "M", "boris": "M", "caleb": "M", "david": "M", "Denis": "M",
+    "ed": "M", "edward": "M", "Gene": "M", "gustave": "M", "Hugo": "M", "iven": "M", "Jacky": "M",
+    "john": "M", "Lee": "M", "linda": "F", "Marco": "M", "max": "M", "Michael": "M", "michel": "M",
+    "Mike": "M", "norbert": "M", "paul": "M", "quincy": "M", "rob": "M", "robert": "M", "steph": "F",
+    "steph2": "F", "steph3": "F", "travis": "M", "victor": "M", "zac": "M", "anika": "F", "grandma": "F",
+    "grandpa": "M", "shelby": "M",
+}  # fmt: skip
+EN_ACCENTS = ("en-us", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+ZH_VOICE = "cmn-latn-pinyin"
+RATES = {"slow": (110, 135), "normal": (150, 185), "fast": (215, 260)}  # words per minute
+PITCH_OFFSETS = {"low": -22, "normal": 0, "high": 22}  # added to the speaker's base pitch (0–99)
+AMPLITUDES = {"quiet": 0.25, "normal": 0.7, "loud": 1.0}  # peak level after normalisation
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """A synthetic speaker: espeak variant, base pitch (espeak ``-p``) and English accent voice."""
+
+    variant: str
+    pitch: int
+    accent: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.accent}+{self.variant}@p{self.pitch}"
+
+    @property
+    def gender(self) -> str:
+        return VARIANTS[self.variant]
+
+    def voice(self, lang: str, whisper: bool = False) -> str:
+        """espeak ``-v`` argument for ``lang``; whispering swaps in espeak's whisper variant."""
+        base = self.accent if lang == "en" else ZH_VOICE
+        if whisper:
+            return f"{base}+{'whisperf' if self.gender == 'F' else 'whisper'}"
+        return f"{base}+{self.variant}"
+
+
+@dataclass(frozen=True)
+class Style:
+    """Speaking style: ``rate``/``pitch``/``volume`` class names and whisper; ``wpm`` the drawn rate."""
+
+    rate: str = "normal"
+    pitch: str = "normal"
+    volume: str = "normal"
+    whisper: bool = False
+    wpm: int = 170
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "rate": self.rate,
+            "pitch": self.pitch,
+            "volume": self.volume,
+            "whisper": "yes" if self.whisper else "no",
+        }
+
+
+def speakers(seed: int) -> list[Speaker]:
+    """Every synthetic speaker (one per variant, base pitch and accent drawn from ``seed``), shuffled."""
+    rng = random.Random(f"{seed}:speakers")
+    out = [Speaker(v, rng.randrange(30, 71), rng.choice(EN_ACCENTS)) for v in sorted(VARIANTS)]
+    rng.shuffle(out)
+    return out
+
+
+def draw_style(rng: random.Random, *, rate: str | None = None, plain: bool = False) -> Style:
+    """A random style; ``plain`` keeps every class at normal (only the rate within its class varies)."""
+    if plain:
+        r, p, v, w = rate or "normal", "normal", "normal", False
+    else:
+        r = rate or rng.choice(("slow", "normal", "normal", "fast"))
+        p = rng.choice(("low", "normal", "normal", "high"))
+        v = rng.choice(("quiet", "normal", "normal", "loud"))
+        w = rng.random() < 0.12
+    return Style(r, p, v, w, rng.randint(*RATES[r]))
+
+
+def check_espeak() -> None:
+    """Fail with one line when espeak-ng is not installed."""
+    if shutil.which(ESPEAK) is None:
+        raise MimoAudioError("data synth needs espeak-ng (apt-get install espeak-ng)")
+
+
+def render(text: str, lang: str, speaker: Speaker, style: Style) -> np.ndarray:
+    """espeak-ng rendering of ``text`` → ``[samples]`` float32 at 24 kHz, peak at the style's level."""
+    pitch = int(np.clip(speaker.pitch + PITCH_OFFSETS[style.pitch], 0, 99))
+    cmd = [ESPEAK, "-v", speaker.voice(lang, style.whisper), "-s", str(style.wpm), "-p", str(pitch)]
+    cmd += ["-a", "100", "--stdout", text]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0 or not proc.stdout:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise MimoAudioError(f"espeak-ng failed on {text!r}: {err[0] if err else 'no audio'}")
+    wav, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
+    wav = resample(wav.reshape(-1), sr, SAMPLE_RATE)
+    return normalize(wav, AMPLITUDES[style.volume])
+
+
+def normalize(wav: np.ndarray, peak: float) -> np.ndarray:
+    """Scale ``wav [samples]`` so that its absolute peak is ``peak`` (silence stays silent)."""
+    top = float(np.max(np.abs(wav))) if wav.size else 0.0
+    return (wav * (peak / top)).astype(np.float32) if top > 0 else wav.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- augmentation
+NOISE_COLOURS = {"white": 0.0, "pink": 1.0, "brown": 2.0, "blue": -1.0}  # power ∝ f^(−exponent)
+
+
+def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
+    """``[n]`` float32 noise with power spectrum ∝ f^(−exponent) (see :data:`NOISE_COLOURS`), unit RMS."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n)
+    f[0] = f[1] if n > 1 else 1.0
+    noise = np.fft.irfft(spec * f ** (-NOISE_COLOURS[colour] / 2), n)
+    return (noise / (np.sqrt(np.mean(noise**2)) + 1e-12)).astype(np.float32)
+
+
+def snr_db(clean: np.ndarray, noisy: np.ndarray) -> float:
+    """Signal-to-noise ratio in dB of ``noisy`` against its ``clean`` source (same length)."""
+    noise = noisy.astype(np.float64) - clean
+    return float(10 * np.log10(np.sum(clean.astype(np.float64) ** 2) / max(np.sum(noise**2), 1e-20)))
+
+
+def add_noise(wav: np.ndarray, snr: float, colour: str, rng: np.random.Generator) -> np.ndarray:
+    """``wav`` plus coloured noise scaled so that the result has ``snr`` dB SNR (before clipping)."""
+    power = float(np.mean(wav.astype(np.float64) ** 2))
+    noise = coloured_noise(wav.shape[0], colour, rng) * np.sqrt(power / 10 ** (snr / 10))
+    return (wav + noise).astype(np.float32)
+
+
+def impulse_response(rt60: float, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Synthetic room impulse response ``[samples]``: a direct path then exponentially decaying noise.
+
+    ``rt60`` seconds is the time the tail takes to fall by 60 dB; the tail starts after a 1–5 ms
+    pre-delay and carries about as much energy as the direct path.
+    """
+    n = max(int(rt60 * sr), 2)
+    t = np.arange(n) / sr
+    tail = rng.standard_normal(n) * np.exp(-6.9078 * t / rt60)  # 60 dB = e^-6.9078 in amplitude
+    delay = int(rng.uniform(0.001, 0.005) * sr)
+    tail[:delay] = 0.0
+    tail /= np.sqrt(np.sum(tail**2)) + 1e-12
+    tail[0] = 1.0
+    return tail.astype(np.float32)
+
+
+def reverberate(wav: np.ndarray, rt60: float, rng: np.random.Generator) -> np.ndarray:
+    """``wav`` convolved (FFT) with :func:`impulse_response`, cut to its length, peak level kept."""
+    ir = impulse_response(rt60, rng)
+    n = wav.shape[0] + ir.shape[0] - 1
+    size = 1 << (n - 1).bit_length()
+    out = np.fft.irfft(np.fft.rfft(wav, size) * np.fft.rfft(ir, size), size)[: wav.shape[0]]
+    return normalize(out, float(np.max(np.abs(wav))) if wav.size else 0.0)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Noise and/or reverberation to apply: ``snr`` dB and ``colour`` (None: no noise), ``rt60`` s."""
+
+    snr: float | None = None
+    colour: str = "white"
+    rt60: float | None = None
+
+    def apply(self, wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Reverberation first, then noise at ``snr`` relative to the reverberant signal; clipped to ±1."""
+        if self.rt60:
+            wav = reverberate(wav, self.rt60, rng)
+        if self.snr is not None:
+            wav = add_noise(wav, self.snr, self.colour, rng)
+        return np.clip(wav, -1.0, 1.0).astype(np.float32)
+
+    def as_dict(self) -> dict:
+        return {"snr": self.snr, "colour": self.colour if self.snr is not None else None, "rt60": self.rt60}
+
+
+def draw_augment(rng: random.Random, noise: bool = True) -> Augment:
+    """A random augmentation: SNR 0–25 dB (``noise``), and reverberation with RT60 0.2–0.9 s half the time."""
+    snr = round(rng.uniform(0.0, 25.0), 1) if noise else None
+    rt60 = round(rng.uniform(0.2, 0.9), 2) if rng.random() < 0.5 else None
+    return Augment(snr, rng.choice(sorted(NOISE_COLOURS)), rt60)

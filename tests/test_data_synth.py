@@ -1,0 +1,236 @@
+"""The synthetic espeak-ng corpus (``mimo-audio data synth``) and the default model's BPE tokenizer:
+manifests in the training record format, determinism, disjoint held-out speakers and sentences,
+augmentation at the requested SNR, resumable rendering, and the committed tokenizer files."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mimo_audio.api import FEWSHOT_PRESETS
+from mimo_audio.cli import main
+from mimo_audio.data import synth, synth_audio, synth_text
+from mimo_audio.data.synth_vocab import SPECIALS, build_text_tokenizer, corpus_texts
+from mimo_audio.prompts import PromptBuilder
+from mimo_audio.text_tokenizer import TextTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+def plan(out: Path, n: int = 60, seed: int = 0, **kw) -> synth.Plan:
+    return synth.build_plan(synth.SynthOptions(out=out, utterances=n, seed=seed, progress=False, **kw))
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+# ---------------------------------------------------------------------------- planning (no audio)
+def test_plan_has_every_manifest_in_the_training_format(tmp_path):
+    p = plan(tmp_path)
+    for split in ("train", "test"):
+        recs = p.records[split]
+        assert all(recs[name] for name in synth.MANIFESTS), {k: len(v) for k, v in recs.items()}
+        assert {r["task"] for r in recs["asr"]} == {"asr"} and all(r["text"] for r in recs["asr"])
+        assert all(r["task"] == "tts" and "instruction" not in r for r in recs["tts"])
+        assert all(r["task"] == "tts" and r["instruction"] for r in recs["instruct_tts"])
+        for kind in synth.GROUP_UNITS:
+            for r in recs[kind]:
+                assert r["task"] == "in_context_s2s" and len(r["examples"]) == synth.GROUP_PAIRS - 1
+                assert r["instruction"] == FEWSHOT_PRESETS[kind]
+                assert r["audio"] != r["output_audio"] and r["output_transcription"]
+        assert set(recs["tokenizer"][0]) == {"audio", "text"}
+    # every audio path names a planned clip; pairs hold what their task says
+    paths = {c.path: c for c in p.clips.values()}
+    for r in p.records["train"]["vc"]:
+        a, b = paths[r["audio"]], paths[r["output_audio"]]
+        assert a.text == b.text and a.speaker != b.speaker
+    for r in p.records["train"]["speed"]:
+        a, b = paths[r["audio"]], paths[r["output_audio"]]
+        assert a.speaker == b.speaker and a.style.rate == "normal" and b.style.rate in ("slow", "fast")
+    for r in p.records["train"]["denoise"]:
+        a, b = paths[r["audio"]], paths[r["output_audio"]]
+        assert a.augment is not None and b.augment is None and a.text == b.text
+    for r in p.records["train"]["translate"]:
+        a, b = paths[r["audio"]], paths[r["output_audio"]]
+        assert {a.lang, b.lang} == {"en", "zh"} and a.speaker == b.speaker
+
+
+def test_splits_are_disjoint_in_speakers_and_sentences(tmp_path):
+    p = plan(tmp_path, n=200)
+    speakers, texts = {}, {}
+    for split in ("train", "test"):
+        clips = [c for c in p.clips.values() if c.path in {r["audio"] for r in p.records[split]["tokenizer"]}]
+        speakers[split] = {c.speaker.id for c in clips}
+        texts[split] = {c.text for c in clips}
+    assert speakers["test"] and texts["test"]
+    assert not speakers["train"] & speakers["test"]
+    assert not texts["train"] & texts["test"]
+    assert set(p.speakers["test"]).isdisjoint(p.speakers["train"])
+
+
+def test_plan_is_deterministic(tmp_path):
+    a, b, c = plan(tmp_path), plan(tmp_path), plan(tmp_path, seed=1)
+    assert a.records == b.records and list(a.clips) == list(b.clips)
+    assert a.records != c.records
+
+
+def test_languages_option(tmp_path):
+    p = plan(tmp_path, n=30, languages=("en",))
+    assert {c.lang for c in p.clips.values()} == {"en"}
+    assert not p.records["train"]["translate"]  # translation needs both languages
+
+
+def test_mandarin_sentences_are_han_and_instructions_name_the_style():
+    rng = random.Random(0)
+    for _ in range(20):
+        s = synth_text.sentence("zh", rng)
+        assert all("\u4e00" <= ch <= "\u9fff" or ch in "。？" for ch in s), s
+    text = synth_text.instruction(
+        {"rate": "slow", "pitch": "high", "volume": "normal", "whisper": "yes"}, "F", "en"
+    )
+    assert text == "Speak with a female voice, in a whisper, slowly, in a high voice."
+    assert "语速快" in synth_text.instruction({"rate": "fast"}, None, "zh")
+
+
+# ---------------------------------------------------------------------------- augmentation
+@pytest.mark.parametrize("colour", sorted(synth_audio.NOISE_COLOURS))
+@pytest.mark.parametrize("snr", [0.0, 10.0, 25.0])
+def test_noise_is_added_at_the_requested_snr(colour, snr):
+    rng = np.random.default_rng(0)
+    t = np.arange(24000) / 24000
+    clean = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    noisy = synth_audio.add_noise(clean, snr, colour, rng)
+    assert abs(synth_audio.snr_db(clean, noisy) - snr) < 0.05
+
+
+def test_noise_colours_tilt_the_spectrum():
+    rng = np.random.default_rng(0)
+
+    def low_high(colour: str) -> float:
+        power = np.abs(np.fft.rfft(synth_audio.coloured_noise(48000, colour, rng))) ** 2
+        return power[1:2400].mean() / power[-2400:].mean()  # < 600 Hz vs the top 600 Hz
+
+    ratios = [low_high(c) for c in ("blue", "white", "pink", "brown")]
+    assert ratios == sorted(ratios) and ratios[0] < 0.5 < 2 < ratios[2]
+
+
+def test_impulse_response_decays_at_its_rt60():
+    rt60 = 0.5
+    ir = synth_audio.impulse_response(rt60, np.random.default_rng(0)).astype(np.float64)
+    tail = ir[1:] ** 2
+    edc = 10 * np.log10(np.cumsum(tail[::-1])[::-1] / tail.sum())  # Schroeder energy decay, dB
+    t5, t25 = np.argmax(edc < -5), np.argmax(edc < -25)
+    measured = 3 * (t25 - t5) / 24000  # T20 extrapolated to 60 dB
+    assert abs(measured - rt60) < 0.1 * rt60
+
+
+def test_augment_changes_the_snr_as_asked():
+    rng = np.random.default_rng(1)
+    clean = synth_audio.normalize(rng.standard_normal(24000).astype(np.float32) * 0.1, 0.5)
+    noisy = synth_audio.Augment(snr=8.0, colour="pink").apply(clean, np.random.default_rng(2))
+    assert abs(synth_audio.snr_db(clean, noisy) - 8.0) < 0.1
+    wet = synth_audio.Augment(rt60=0.6).apply(clean, np.random.default_rng(2))
+    assert wet.shape == clean.shape and not np.allclose(wet, clean)
+
+
+# ---------------------------------------------------------------------------- rendering
+@needs_espeak
+def test_mandarin_voice_reads_han_characters():
+    # espeak-ng's `cmn` voice switches to English for Han text; the voice we use must not
+    out = subprocess.run(
+        ["espeak-ng", "-v", synth_audio.ZH_VOICE, "-q", "-x", "今天天气很好"], capture_output=True, text=True
+    ).stdout
+    assert out.strip() and "(en)" not in out
+
+
+@needs_espeak
+def test_synthesize_writes_clips_and_manifests_deterministically_and_resumes(tmp_path):
+    opts = dict(utterances=24, seed=3, jobs=2, progress=False)
+    meta = synth.synthesize(synth.SynthOptions(out=tmp_path / "a", **opts))
+    assert meta["clips"] == len(list((tmp_path / "a" / "clips").rglob("*.wav")))
+    assert 0 < meta["hours"]["train"] < 0.1
+    for name in (*synth.MANIFESTS, "lm"):
+        recs = read(tmp_path / "a" / f"train_{name}.jsonl")
+        assert recs or name == "translate"
+        for r in recs:
+            for key in ("audio", "output_audio"):
+                if key in r:
+                    assert (tmp_path / "a" / r[key]).is_file()
+    clip = tmp_path / "a" / read(tmp_path / "a" / "train_tts.jsonl")[0]["audio"]
+    info = sf.info(str(clip))
+    assert info.samplerate == 24000 and info.channels == 1 and info.duration > 0.3
+
+    synth.synthesize(synth.SynthOptions(out=tmp_path / "b", **{**opts, "jobs": 1}))
+    for name in synth.MANIFESTS:
+        assert (tmp_path / "a" / f"test_{name}.jsonl").read_bytes() == (
+            tmp_path / "b" / f"test_{name}.jsonl"
+        ).read_bytes()
+    wavs = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "clips").rglob("*.wav"))
+    assert all((tmp_path / "a" / w).read_bytes() == (tmp_path / "b" / w).read_bytes() for w in wavs)
+
+    # resume: a deleted clip comes back, the others are not rewritten
+    (tmp_path / "a" / wavs[0]).unlink()
+    stamps = {w: (tmp_path / "a" / w).stat().st_mtime_ns for w in wavs[1:]}
+    synth.synthesize(synth.SynthOptions(out=tmp_path / "a", **opts))
+    assert (tmp_path / "a" / wavs[0]).read_bytes() == (tmp_path / "b" / wavs[0]).read_bytes()
+    assert all((tmp_path / "a" / w).stat().st_mtime_ns == s for w, s in stamps.items())
+    assert not list((tmp_path / "a").rglob(".*.wav"))  # no temp files left
+
+
+@needs_espeak
+def test_noisy_clip_matches_its_clean_twin_at_the_planned_snr(tmp_path):
+    speaker = synth_audio.speakers(0)[0]
+    clean = synth.Clip("The weather is very cold today.", "en", speaker, synth_audio.Style())
+    noisy = synth.Clip(clean.text, "en", speaker, clean.style, synth_audio.Augment(snr=12.0, colour="brown"))
+    for c in (clean, noisy):
+        synth.render_clip(tmp_path, c)
+    a, _ = sf.read(str(tmp_path / clean.path), dtype="float32")
+    b, _ = sf.read(str(tmp_path / noisy.path), dtype="float32")
+    assert abs(synth_audio.snr_db(a, b) - 12.0) < 0.5  # 16-bit files: a little quantisation noise
+
+
+# ---------------------------------------------------------------------------- CLI
+@needs_espeak
+def test_cli_synth_and_bad_input(tmp_path, capsys):
+    assert main(["data", "synth", "--out", str(tmp_path / "c"), "--utterances", "8", "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["clips"] >= 8 and (tmp_path / "c" / "meta.json").is_file()
+    for argv in (["--languages", "fr"], ["--utterances", "0"], ["--hours", "-1"], ["--jobs", "0"]):
+        assert main(["data", "synth", "--out", str(tmp_path / "d"), *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("mimo-audio: error:")
+
+
+# ---------------------------------------------------------------------------- BPE text tokenizer
+def test_text_tokenizer_holds_the_specials_and_works_with_the_prompts(tmp_path):
+    build_text_tokenizer(corpus_texts(0, sentences=400), tmp_path, vocab_size=1024)
+    tok = TextTokenizer.from_dir(tmp_path)
+    assert [tok.id(t) for t in SPECIALS] == list(range(len(SPECIALS)))
+    assert tok.vocab_size <= 1024 and tok.eos_token == "<|endoftext|>"
+    ids = tok.encode("小明在公园里买了一本书。")
+    assert len(ids) == 12 and tok.decode(ids) == "小明在公园里买了一本书。"  # one token per character
+    assert tok.encode("<|im_start|>user\n")[0] == tok.id("<|im_start|>")
+    prompt = PromptBuilder(tok, [1024, 1024, 128, 128, 128, 128, 128, 128]).tts(
+        "Hello there.", template="Read this content out loud"
+    )
+    assert prompt.shape[0] == 9 and prompt.shape[1] % 4 == 0
+
+
+def test_committed_default_text_tokenizer_is_regenerable(tmp_path):
+    committed = ROOT / "recipes" / "default" / "text_tokenizer"
+    build_text_tokenizer(corpus_texts(0), tmp_path, vocab_size=2048)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        assert (tmp_path / name).read_text() == (committed / name).read_text(), (
+            f"{name}: regenerate with `mimo-audio data synth-vocab --out recipes/default/text_tokenizer`"
+        )
+    lm = json.loads((ROOT / "recipes" / "default" / "lm_config.json").read_text())
+    assert TextTokenizer.from_dir(committed).vocab_size <= lm["vocab_size"]
