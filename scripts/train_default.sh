@@ -10,8 +10,9 @@
 #   MIMO_DEFAULT_SEED     corpus seed (default 0)
 #   MIMO_DEFAULT_JOBS     synthesis processes (default 2)
 #   MIMO_DEFAULT_STAGE2   1 (default) runs tokenizer stage 2 (GAN); 0 ships the stage-1 decoder
-#   MIMO_DEFAULT_STOP_AFTER  seconds after which a training step is stopped (checkpoint kept, exit 0,
-#                         rerun to continue); default: no limit
+#   MIMO_DEFAULT_STOP_AFTER  seconds from the start of this script after which training stops: the step
+#                         in progress is checkpointed (`train --time-limit`), the script exits 0 and a
+#                         rerun continues exactly; SIGTERM does the same. Default: no limit
 #   MIMO_DEFAULT_TOK_SET, MIMO_DEFAULT_TOK2_SET, MIMO_DEFAULT_LM_SET
 #                         extra space-separated KEY=VALUE recipe overrides (e.g. "run.max_steps=100")
 #   MIMO_AUDIO_BIN        the mimo-audio command (default: .venv/bin/mimo-audio of this checkout)
@@ -23,6 +24,10 @@ BIN=${MIMO_AUDIO_BIN:-$ROOT/.venv/bin/mimo-audio}
 RECIPES=$ROOT/recipes
 STAGE2=${MIMO_DEFAULT_STAGE2:-1}
 STOP_AFTER=${MIMO_DEFAULT_STOP_AFTER:-0}
+DEADLINE=$(($(date +%s) + STOP_AFTER))
+TRAIN_PID=
+# SIGTERM/SIGINT: pass it to the trainer, which saves the step in progress and exits 75
+trap '[[ -n $TRAIN_PID ]] && kill -TERM "$TRAIN_PID" 2>/dev/null' TERM INT
 mkdir -p "$RUN/done" "$RUN/export"
 log() { echo "[train_default $(date -u +%H:%M:%S)] $*" >&2; }
 done_() { [[ -e "$RUN/done/$1" ]]; }
@@ -43,15 +48,21 @@ train() {
     local resume=()
     compgen -G "$out/checkpoints/step-*" >/dev/null && resume=(--resume)
     log "$name: training into $out ${resume[*]}"
-    local rc=0
+    local rc=0 limit=()
     if ((STOP_AFTER > 0)); then
-        timeout --signal=TERM "$STOP_AFTER" "$BIN" train "$kind" --config "$recipe" \
-            --set "run.out_dir=$out" "$@" "${resume[@]}" || rc=$?
-    else
-        "$BIN" train "$kind" --config "$recipe" --set "run.out_dir=$out" "$@" "${resume[@]}" || rc=$?
+        local left=$((DEADLINE - $(date +%s)))
+        ((left > 0)) || { log "time limit reached; run this script again to continue"; exit 0; }
+        limit=(--time-limit "$left")
     fi
-    if ((rc == 124)); then
-        log "$name: stopped after ${STOP_AFTER}s; run this script again to continue"
+    "$BIN" train "$kind" --config "$recipe" --set "run.out_dir=$out" "$@" "${resume[@]}" "${limit[@]}" &
+    TRAIN_PID=$!
+    wait "$TRAIN_PID" || rc=$?
+    if ((rc == 143 || rc == 130)); then # SIGTERM/SIGINT reached this script: wait for the checkpoint
+        wait "$TRAIN_PID" || rc=$?
+    fi
+    TRAIN_PID=
+    if ((rc == 75)); then
+        log "$name: stopped early with a checkpoint; run this script again to continue"
         exit 0
     fi
     ((rc == 0)) || exit "$rc"

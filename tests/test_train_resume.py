@@ -98,3 +98,39 @@ def test_sigkill_and_resume_continues_the_curve(case, tmp_path, expected_tensors
     got, want = curve(killed_out), curve(ref_out)
     assert [r["step"] for r in got] == list(range(1, steps + 1))
     assert got == want
+
+
+def test_sigterm_saves_the_step_in_progress_and_resume_continues(tmp_path, expected_tensors):
+    """SIGTERM (as `timeout` or a scheduler sends it): checkpoint at the current step, exit 75, exact resume."""
+    steps, save_every = 12, 4
+    data = make_lm_data(tmp_path / "data", expected_tensors)
+
+    def recipe(name):
+        folder = tmp_path / name
+        folder.mkdir()
+        run = {"max_steps": steps, "save_every": save_every, "keep_last": 2, "out_dir": str(folder / "run")}
+        return lm_recipe(folder, data, run=run), folder / "run"
+
+    stopped_recipe, stopped_out = recipe("stopped")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "mimo_audio", "train", "lm", "--config", str(stopped_recipe)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 180
+    while last_logged_step(stopped_out / "metrics.csv") < 5:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "training did not reach step 5 in time"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err.decode()[-2000:]
+    stopped_at = read_meta(latest_checkpoint(stopped_out))["step"]
+    # the checkpoint is of the step in progress (the last one logged), not of the last multiple of 4
+    assert 5 <= stopped_at < steps and stopped_at == last_logged_step(stopped_out / "metrics.csv")
+    assert f'"step": {stopped_at}, "stopped_early": true' in out.decode()
+
+    resumed = build_trainer(load_config(stopped_recipe), resume=True)
+    assert resumed.step == stopped_at
+    resumed.train()
+    ref_recipe, ref_out = recipe("reference")
+    build_trainer(load_config(ref_recipe)).train()
+    assert curve(stopped_out) == curve(ref_out)

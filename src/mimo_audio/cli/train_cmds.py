@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from ..errors import MimoAudioError
 from . import prepare_cmds, synth_cmds
+
+EXIT_STOPPED = 75  # `train` saved a checkpoint and stopped early (time limit or signal): resume later
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _override(text: str) -> dict:
@@ -54,6 +58,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override a recipe value, e.g. --set run.max_steps=100 (repeatable)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="after SECONDS, save a checkpoint after the step in progress and exit with code "
+        f"{EXIT_STOPPED} (SIGTERM/SIGINT do the same); rerun with --resume to continue",
     )
     p.set_defaults(func=cmd_train)
 
@@ -122,14 +134,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise MimoAudioError(
             f"{args.config} is a {config.kind!r} recipe; use `mimo-audio train {config.kind}`"
         )
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise MimoAudioError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
     try:
         trainer = train.build_trainer(config, resume=args.resume)
-        metrics = trainer.train()
+        previous = {sig: signal.signal(sig, lambda *_: trainer.request_stop()) for sig in STOP_SIGNALS}
+        try:
+            metrics = trainer.train(time_limit=args.time_limit)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if trainer.env.is_main:
-            print(json.dumps({"step": trainer.step, **{k: v for k, v in metrics.items() if "/" not in k}}))
+            summary = {k: v for k, v in metrics.items() if "/" not in k}
+            print(json.dumps({"step": trainer.step, "stopped_early": trainer.stopped_early, **summary}))
     finally:
         shutdown_distributed()
-    return 0
+    return EXIT_STOPPED if trainer.stopped_early else 0
 
 
 def cmd_encode(args: argparse.Namespace) -> int:

@@ -132,13 +132,38 @@ class Trainer(ABC):
         """``hook(trainer, step)`` runs after each evaluation; its metrics go to ``eval.csv``."""
         self.eval_hooks.append(hook)
 
-    def train(self, stop_at: int | None = None) -> dict[str, float]:
-        """Run from the current step to ``run.max_steps`` (or stop, without saving, at ``stop_at``)."""
+    def request_stop(self) -> None:
+        """Ask :meth:`train` to save a checkpoint and return after the step in progress (signal-safe)."""
+        self._stop_requested = True
+
+    def _should_stop(self, deadline: float | None) -> bool:
+        """Whether any process was asked to stop or ran past ``deadline`` (``time.monotonic()``)."""
+        mine = getattr(self, "_stop_requested", False) or (deadline is not None and time.monotonic() > deadline)
+        if self.env.world > 1:  # every process must take the same decision at the same step
+            return bool(self.env.all_reduce_sum(torch.tensor([float(mine)], dtype=torch.float64))[0] > 0)
+        return mine
+
+    def train(self, stop_at: int | None = None, time_limit: float | None = None) -> dict[str, float]:
+        """Run from the current step to ``run.max_steps`` (or stop, without saving, at ``stop_at``).
+
+        After ``time_limit`` seconds, or once :meth:`request_stop` was called, the run saves a
+        checkpoint after the step in progress and returns early (``self.stopped_early`` is then True);
+        ``--resume`` continues it exactly.
+        """
         run = self.cfg.run
         end = run.max_steps if stop_at is None else min(stop_at, run.max_steps)
+        deadline = None if time_limit is None else time.monotonic() + time_limit
+        self.stopped_early = False
         if self.env.is_main and self.step < end:
             log.info(f"{self.kind} training: steps {self.step + 1}..{end} on {self.env.world} process(es)")
         while self.step < end:
+            if self._should_stop(deadline):
+                if self.env.is_main:
+                    log.info(f"stopping early at step {self.step}: saving a checkpoint to resume from")
+                if self.step % run.save_every:  # a multiple was saved when it was reached
+                    self.save()
+                self.stopped_early = True
+                return self.last_metrics
             t0 = time.perf_counter()
             data = self._data(self.step, end)
             metrics, units = self.train_step(self.step, data)
