@@ -10,7 +10,6 @@ dropped with reason ``<score>``. See docs/DATA.md for every key.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MimoAudioError
+from ..train.config import merge
 from .filters import SamplingConfig, Threshold, parse_thresholds
 from .ingest import IngestConfig
 from .language import LanguageConfig
@@ -127,16 +127,6 @@ class Recipe:
         return SamplingConfig(
             int(sec["repeat"]), parse_thresholds(sec["high_quality"] or {}, "sample.high_quality")
         )
-
-
-def merge(base: dict, over: dict) -> dict:
-    """Recursive dict merge (``over`` wins; lists and scalars are replaced)."""
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = (
-            merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-        )
-    return out
 
 
 def read_yaml(path: Path) -> dict:

@@ -7,6 +7,7 @@ folder. Every field is documented in docs/TRAINING.md; ``recipes/`` holds worked
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -423,10 +424,11 @@ def load_config(path: str | Path, overrides: dict | None = None) -> LMTrainConfi
 
 
 def merge(base: dict, extra: dict) -> dict:
-    """Recursive dict merge (``extra`` wins)."""
-    out = dict(base)
+    """Recursive dict merge into a new dict (``extra`` wins; lists and scalars are replaced; neither
+    input is shared with or changed through the result)."""
+    out = copy.deepcopy(base)
     for k, v in extra.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
     return out
 
 
