@@ -47,6 +47,7 @@ def register(data_sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a recipe value, e.g. --set language.min_confidence=0.9 (repeatable)",
     )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
 
 
@@ -70,7 +71,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if models:
         overrides = merge({"models": models}, overrides)
     recipe = load_recipe(args.recipe, overrides)
-    summary = prepare(args.input_dir, args.out, recipe, ray_address=args.ray_address)
+    summary = prepare(args.input_dir, args.out, recipe, ray_address=args.ray_address, progress=not args.quiet)
     keys = ("inputs", "segments_kept", "samples_written", "shards", "hours_kept", "run")
     print(json.dumps({"out": args.out, **{k: summary[k] for k in keys}}))
     return 0

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from ..errors import MimoAudioError
 from .ingest import list_inputs
@@ -93,10 +96,15 @@ def _user_error(exc: BaseException) -> MimoAudioError | None:
 
 
 def prepare(
-    input_dir: str | Path, out_dir: str | Path, recipe: Recipe, ray_address: str | None = None
+    input_dir: str | Path,
+    out_dir: str | Path,
+    recipe: Recipe,
+    ray_address: str | None = None,
+    progress: bool = True,
 ) -> dict:
     """Process every unfinished input of ``input_dir`` into ``out_dir``; returns the summary
-    (plus ``run``: inputs processed and skipped this time, wall seconds)."""
+    (plus ``run``: inputs processed and skipped this time, wall seconds). ``progress`` shows a bar
+    of finished inputs on stderr."""
     root, out = Path(input_dir), Path(out_dir)
     if not root.is_dir():
         raise MimoAudioError(f"input folder not found: {root}")
@@ -112,7 +120,7 @@ def prepare(
     start = time.time()
     if todo:
         write_json(out / "recipe.json", recipe.raw)
-        _run_ray(todo, root, out, recipe, ray_address)
+        _run_ray(todo, root, out, recipe, ray_address, progress)
     markers = output.markers()
     output.write_index(markers)
     run = {
@@ -123,10 +131,15 @@ def prepare(
     return write_report(out, markers, run)
 
 
-def _run_ray(todo: list[Path], root: Path, out: Path, recipe: Recipe, address: str | None) -> None:
+def _run_ray(
+    todo: list[Path], root: Path, out: Path, recipe: Recipe, address: str | None, progress: bool
+) -> None:
     cfg = recipe.run
     with ray_session(cfg, address) as ray:
         ctx = ray.data.DataContext.get_current()
+        # Ray Data's execution chatter (set up when ray.data is imported) stays off our stderr: we
+        # show our own progress bar
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         batch = max(1, int(cfg["batch_files"]))
@@ -142,13 +155,17 @@ def _run_ray(todo: list[Path], root: Path, out: Path, recipe: Recipe, address: s
             num_cpus=1,
             num_gpus=float(cfg["gpus_per_worker"]),
         )
+        bar = tqdm(total=len(todo), desc="data prepare", unit="file", file=sys.stderr, disable=not progress)
         try:
             for rows in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for path, reason, samples in zip(rows["path"], rows["reason"], rows["samples"], strict=True):
-                    log.info(f"{path}: {reason or f'{samples} samples'}")
+                    log.debug(f"{path}: {reason or f'{samples} samples'}")
+                    bar.update()
         except Exception as e:  # Ray wraps worker errors; surface ours as one line
             err = _user_error(e)
             if err is not None:
                 raise err from None
             first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
             raise MimoAudioError(f"data prepare failed on Ray: {first}") from None
+        finally:
+            bar.close()
