@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import soxr
 from mimo_audio.cli import main
 from mimo_audio.errors import MimoAudioError
 from mimo_audio.eval import make_suite, run_suite
+from mimo_audio.eval.runner import settings_hash
 
 from conftest import PARITY_DIR, clip_path
 
@@ -537,3 +539,16 @@ def test_results_are_numbers(clips, tmp_path):
     text = (tmp_path / "out" / "results.json").read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert np.isfinite(json.loads(text)["aggregate"]["bitrate_bps"])
+
+
+def test_cache_key_follows_the_weights_in_a_model_folder(tmp_path):
+    """New weights exported to the same folder must not reuse results cached for the old ones."""
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"old weights")
+    suite = SimpleNamespace(name="tokenizer", settings=lambda: {"tokenizer": str(folder), "codebooks": 8})
+    before = settings_hash(suite)
+    assert settings_hash(suite) == before
+    (folder / "model.safetensors").write_bytes(b"new weights, same path")
+    assert settings_hash(suite) != before

@@ -1,8 +1,9 @@
 """Running a suite over a manifest: per-item cache, batching, progress, error policy, outputs.
 
 Results of each item are cached as ``DIR/cache/<suite>-<hash>/<item>.json``, where the hash covers the
-suite's settings (model, tokenizer, sampling, codebooks, judge, ...): a re-run with the same settings
-skips every cached item, a run with other settings gets a fresh cache beside the old one.
+suite's settings (model, tokenizer, sampling, codebooks, judge, ...) and the files of the model
+folders they name: a re-run with the same settings and weights skips every cached item, a run with
+other settings or new weights at the same path gets a fresh cache beside the old one.
 
 Error policy for a bad line (unreadable JSON, missing field or audio file, unknown language) or an
 item whose evaluation fails: ``skip`` records it under ``errors`` and goes on; ``stop`` evaluates the
@@ -31,9 +32,24 @@ from .suites.base import Suite
 ON_ERROR = ("skip", "stop")
 
 
+def _folder_stamps(value: Any) -> Any:
+    """``value`` with every string naming an existing folder (a model or tokenizer) replaced by that
+    path plus the name, size and mtime of each file in it, so that new weights written to the same
+    path get a fresh cache."""
+    if isinstance(value, dict):
+        return {k: _folder_stamps(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_folder_stamps(v) for v in value]
+    if isinstance(value, str) and value and Path(value).is_dir():
+        files = sorted(f for f in Path(value).iterdir() if f.is_file())
+        return [value, [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]]
+    return value
+
+
 def settings_hash(suite: Suite) -> str:
-    """12 hex digits identifying the suite and its settings."""
-    blob = json.dumps({"suite": suite.name, **suite.settings()}, sort_keys=True, ensure_ascii=False)
+    """12 hex digits identifying the suite, its settings and the files of the model folders they name."""
+    stamped = _folder_stamps({"suite": suite.name, **suite.settings()})
+    blob = json.dumps(stamped, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
 
 
