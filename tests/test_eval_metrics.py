@@ -41,7 +41,7 @@ SENTENCES = [
 def espeak(text: str, path: Path, *extra: str) -> np.ndarray:
     """Render ``text`` with espeak-ng and return it at 24 kHz."""
     if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
+        pytest.fail("espeak-ng is not installed (scripts/test.sh installs it)")
     subprocess.run(["espeak-ng", "-v", "en-us", *extra, "-w", str(path), text], check=True)
     wav, sr = sf.read(str(path), dtype="float32")
     return soxr.resample(wav, sr, 24000).astype(np.float32)

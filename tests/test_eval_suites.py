@@ -63,7 +63,7 @@ def clips(tmp_path_factory) -> Path:
     for name in ("speech_a", "speech_b", "speech_c"):
         shutil.copy(clip_path(name), d / f"{name}.wav")
     if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
+        pytest.fail("espeak-ng is not installed (scripts/test.sh installs it)")
     for i, text in enumerate(SENTENCES):
         for tag, extra in (("ref", []), ("alt", ["-s", "140", "-p", "70"])):
             raw = d / f"{tag}{i}_raw.wav"

@@ -88,7 +88,7 @@ def load_weights(folder: PathLike, device: str | torch.device = "cpu") -> dict[s
 
 def save_weights(folder: PathLike, state: dict[str, torch.Tensor], max_shard_bytes: int = 5 * 1024**3) -> None:
     """Write ``state`` in the official layout: ``model.safetensors``, or, when it is larger than
-    ``max_shard_bytes``, ``model-XXXXX-of-YYYYY.safetensors`` shards + ``model.safetensors.index.json``."""
+    ``max_shard_bytes``, numbered shards (``model-00001-of-00003.safetensors`` …) + ``model.safetensors.index.json``."""
     folder = Path(folder)
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
