@@ -3,9 +3,14 @@
 #   synth → tokenizer stage 1 → export → encode → tokenizer stage 2 → export → LM → export → release
 # Each step leaves a marker in $RUN/done/ and is skipped when its marker exists; an interrupted
 # training step resumes from its latest checkpoint, so a later session continues where this one stopped.
+# The run folder lives on one machine; training progress also goes to $STATE in the repository
+# (packed checkpoints: float16 weights, no optimizer moments; `export --resumable`), so a fresh
+# machine regenerates the corpus (deterministic) and continues each training step from there.
 #
 # Environment (all optional):
 #   MIMO_DEFAULT_RUN      run folder (default ~/.cache/mimo-audio/default-run)
+#   MIMO_DEFAULT_STATE    packed training state kept in git (default recipes/default/state of this
+#                         checkout): <step>/ (the latest packed checkpoint) and done/<step> markers
 #   MIMO_DEFAULT_HOURS    synthetic train audio in hours (default 20); MIMO_DEFAULT_UTTERANCES overrides it
 #   MIMO_DEFAULT_SEED     corpus seed (default 0)
 #   MIMO_DEFAULT_JOBS     synthesis processes (default 2)
@@ -22,16 +27,25 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUN=${MIMO_DEFAULT_RUN:-$HOME/.cache/mimo-audio/default-run}
 BIN=${MIMO_AUDIO_BIN:-$ROOT/.venv/bin/mimo-audio}
 RECIPES=$ROOT/recipes
+STATE=${MIMO_DEFAULT_STATE:-$ROOT/recipes/default/state}
 STAGE2=${MIMO_DEFAULT_STAGE2:-1}
 STOP_AFTER=${MIMO_DEFAULT_STOP_AFTER:-0}
 DEADLINE=$(($(date +%s) + STOP_AFTER))
 TRAIN_PID=
 # SIGTERM/SIGINT: pass it to the trainer, which saves the step in progress and exits 75
 trap '[[ -n $TRAIN_PID ]] && kill -TERM "$TRAIN_PID" 2>/dev/null' TERM INT
-mkdir -p "$RUN/done" "$RUN/export"
+mkdir -p "$RUN/done" "$RUN/export" "$STATE/done"
 log() { echo "[train_default $(date -u +%H:%M:%S)] $*" >&2; }
 done_() { [[ -e "$RUN/done/$1" ]]; }
 mark() { date -u +%FT%TZ >"$RUN/done/$1"; }
+# a training step finished on any machine: its final packed checkpoint is in $STATE/<step>
+trained() { [[ -e "$STATE/done/$1" && -e "$STATE/$1/trainer.json" ]]; }
+# pack NAME OUT_DIR: the latest checkpoint of OUT_DIR → $STATE/NAME (atomic)
+pack() {
+    compgen -G "$2/checkpoints/step-*" >/dev/null || return 0
+    "$BIN" export "$2" --out "$STATE/$1" --resumable --overwrite >/dev/null
+    log "$1: packed $(du -sm "$STATE/$1" | cut -f1) MB of training state into $STATE/$1"
+}
 
 setargs() { # "a=1 b=2" → SETARGS=(--set a=1 --set b=2), no globbing
     local kvs=() kv
@@ -44,9 +58,13 @@ setargs() { # "a=1 b=2" → SETARGS=(--set a=1 --set b=2), no globbing
 train() {
     local kind=$1 name=$2 recipe=$3 out=$4
     shift 4
-    done_ "$name" && { log "$name: done"; return 0; }
+    { done_ "$name" || trained "$name"; } && { log "$name: done"; return 0; }
     local resume=()
-    compgen -G "$out/checkpoints/step-*" >/dev/null && resume=(--resume)
+    if compgen -G "$out/checkpoints/step-*" >/dev/null; then
+        resume=(--resume)
+    elif [[ -e "$STATE/$name/trainer.json" ]]; then
+        resume=(--resume "$STATE/$name") # another machine's progress
+    fi
     log "$name: training into $out ${resume[*]}"
     local rc=0 limit=()
     if ((STOP_AFTER > 0)); then
@@ -62,17 +80,24 @@ train() {
     fi
     TRAIN_PID=
     if ((rc == 75)); then
+        pack "$name" "$out"
         log "$name: stopped early with a checkpoint; run this script again to continue"
         exit 0
     fi
     ((rc == 0)) || exit "$rc"
+    pack "$name" "$out"
+    date -u +%FT%TZ >"$STATE/done/$name"
     mark "$name"
 }
 
-export_() { # export NAME RUN_DIR OUT_DIR
-    done_ "$1" && { log "$1: done"; return 0; }
-    log "$1: exporting $2 → $3"
-    "$BIN" export "$2" --out "$3" --overwrite >/dev/null
+# export NAME RUN_DIR OUT_DIR [PACKED]: from the packed state when there is one (so every machine
+# exports the same weights and the code store stays valid), else from the run folder
+export_() {
+    done_ "$1" && [[ -e $3/config.json ]] && { log "$1: done"; return 0; }
+    local src=$2
+    [[ -n ${4:-} && -e ${4:-}/trainer.json ]] && src=$4
+    log "$1: exporting $src → $3"
+    "$BIN" export "$src" --out "$3" --dtype float32 --overwrite >/dev/null
     mark "$1"
 }
 
@@ -92,14 +117,32 @@ setargs "${MIMO_DEFAULT_TOK_SET:-}"
 train tokenizer tokenizer1 "$RECIPES/default_tokenizer.yaml" "$RUN/tokenizer1" \
     --set "data.train=[$C/train_tokenizer.jsonl]" --set "data.eval=[$C/test_tokenizer.jsonl]" \
     "${SETARGS[@]}"
-export_ export_tokenizer1 "$RUN/tokenizer1" "$RUN/export/tokenizer1"
+export_ export_tokenizer1 "$RUN/tokenizer1" "$RUN/export/tokenizer1" "$STATE/tokenizer1"
 
-# 4. code shards (stage 2 freezes the encoder and quantizer, so the stage-1 codes are final)
+# 4. code shards (stage 2 freezes the encoder and quantizer, so the stage-1 codes are final). The
+# codes also go to $STATE/codes.npz, so another machine rebuilds the shards without the encoder.
 if ! done_ encode; then
     for split in train test; do
         log "encode: $split"
-        "$BIN" data encode "$C/${split}_lm.jsonl" --tokenizer "$RUN/export/tokenizer1" \
-            --out "$RUN/shards/$split" --shard-size 2000 --batch-size 8 >/dev/null
+        limit=()
+        if ((STOP_AFTER > 0)); then
+            left=$((DEADLINE - $(date +%s)))
+            ((left > 0)) || { log "time limit reached; run this script again to continue"; exit 0; }
+            limit=(timeout -s TERM "$left")
+        fi
+        rc=0
+        "${limit[@]}" "$BIN" data encode "$C/${split}_lm.jsonl" --tokenizer "$RUN/export/tokenizer1" \
+            --codes "$STATE/codes.npz" --out "$RUN/shards/$split" --shard-size 2000 --batch-size 8 \
+            >/dev/null &
+        TRAIN_PID=$!
+        wait "$TRAIN_PID" || rc=$?
+        ((rc == 143 || rc == 130)) && { wait "$TRAIN_PID" || rc=$?; }
+        TRAIN_PID=
+        if ((rc == 124 || rc == 143 || rc == 130)); then # deadline or signal: finished shards are kept
+            log "encode: stopped; run this script again to continue"
+            exit 0
+        fi
+        ((rc == 0)) || exit "$rc"
     done
     mark encode
 fi
@@ -112,7 +155,7 @@ if [[ $STAGE2 == 1 ]]; then
         --set "model.init=$RUN/export/tokenizer1" \
         --set "data.train=[$C/train_tokenizer.jsonl]" --set "data.eval=[$C/test_tokenizer.jsonl]" \
         "${SETARGS[@]}"
-    export_ export_tokenizer2 "$RUN/tokenizer2" "$RUN/export/tokenizer2"
+    export_ export_tokenizer2 "$RUN/tokenizer2" "$RUN/export/tokenizer2" "$STATE/tokenizer2"
     TOKENIZER=$RUN/export/tokenizer2
 fi
 
@@ -121,7 +164,7 @@ setargs "${MIMO_DEFAULT_LM_SET:-}"
 train lm lm "$RECIPES/default_lm.yaml" "$RUN/lm" \
     --set "data.train=[$RUN/shards/train]" --set "data.eval=[$RUN/shards/test]" \
     "${SETARGS[@]}"
-export_ export_lm "$RUN/lm" "$RUN/export/lm"
+export_ export_lm "$RUN/lm" "$RUN/export/lm" "$STATE/lm"
 
 # 8. release folder: model/ + tokenizer/ in the official format (MIMO_AUDIO_DEFAULT_DIR=$RUN/release)
 if ! done_ release; then

@@ -18,6 +18,7 @@ from mimo_audio import MimoAudio, defaults
 from mimo_audio.cli import main
 from mimo_audio.cli.serve_cmds import _load_kwargs
 from mimo_audio.errors import MimoAudioError
+from mimo_audio.train.data import ShardSource
 
 from conftest import PARITY_DIR, clip_path
 
@@ -119,7 +120,9 @@ def _tiny_configs(folder: Path) -> tuple[Path, Path]:
     return paths
 
 
-def _driver(run: Path, tok_cfg: Path, lm_cfg: Path, lm_steps: int) -> subprocess.CompletedProcess:
+def _driver(
+    run: Path, tok_cfg: Path, lm_cfg: Path, lm_steps: int, state: Path
+) -> subprocess.CompletedProcess:
     tok = [
         f"model.config={tok_cfg}", "run.max_steps=2", "data.batch_size=4", "data.micro_batch_size=4",
         "data.segment_seconds=1.0", "a2t.dim=32", "a2t.layers=1", "a2t.heads=2", "a2t.ffn_dim=64",
@@ -139,6 +142,7 @@ def _driver(run: Path, tok_cfg: Path, lm_cfg: Path, lm_steps: int) -> subprocess
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "MIMO_DEFAULT_RUN": str(run),
+        "MIMO_DEFAULT_STATE": str(state),
         "MIMO_DEFAULT_UTTERANCES": "30",
         "MIMO_DEFAULT_TOK_SET": " ".join(tok + common),
         "MIMO_DEFAULT_TOK2_SET": " ".join(tok2 + common),
@@ -152,8 +156,8 @@ def _driver(run: Path, tok_cfg: Path, lm_cfg: Path, lm_steps: int) -> subprocess
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 def test_tiny_chain_end_to_end_and_resumed(tmp_path):
     tok_cfg, lm_cfg = _tiny_configs(tmp_path)
-    run = tmp_path / "run"
-    proc = _driver(run, tok_cfg, lm_cfg, lm_steps=2)
+    run, state = tmp_path / "run", tmp_path / "state"
+    proc = _driver(run, tok_cfg, lm_cfg, lm_steps=2, state=state)
     assert proc.returncode == 0, proc.stderr[-3000:]
     release = Path(proc.stdout.strip().splitlines()[-1])
     assert release == run / "release"
@@ -184,9 +188,13 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
     assert isinstance(text.text, str) and text.steps <= 6
 
     # a second session: finished steps are skipped, the LM resumes from its checkpoint for one more step
+    for step in ("tokenizer1", "tokenizer2", "lm"):  # each finished training step is packed in the state
+        assert (state / "done" / step).is_file() and (state / step / "trainer.json").is_file(), step
+        assert not (state / step / "optim.pt").exists()
     for marker in ("lm", "export_lm", "release"):
         (run / "done" / marker).unlink()
-    proc = _driver(run, tok_cfg, lm_cfg, lm_steps=3)
+    (state / "done" / "lm").unlink()
+    proc = _driver(run, tok_cfg, lm_cfg, lm_steps=3, state=state)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for step in ("tokenizer1", "export_tokenizer1", "tokenizer2", "export_tokenizer2"):
         assert f"{step}: done" in proc.stderr
@@ -196,3 +204,25 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
     assert steps == [3]
     assert (run / "lm/checkpoints/step-00000003").is_dir()
     assert json.loads((run / "release/model/config.json").read_text())["hidden_size"] == 64
+
+    # a fresh machine: only the packed state is left; the corpus is regenerated, finished training
+    # steps are exported from their packed checkpoints and the unfinished LM continues from its own
+    (state / "done" / "lm").unlink()
+    run2 = tmp_path / "run2"
+    proc = _driver(run2, tok_cfg, lm_cfg, lm_steps=4, state=state)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tokenizer1: done" in proc.stderr and f"exporting {state / 'tokenizer1'}" in proc.stderr
+    assert "files already encoded" in proc.stderr  # shards rebuilt from the code store
+    first = ShardSource(run / "shards/train")
+    again = ShardSource(run2 / "shards/train")
+    assert len(first) == len(again) and all(
+        json.dumps(first.get(i)[0], default=lambda t: t.tolist())
+        == json.dumps(again.get(i)[0], default=lambda t: t.tolist())
+        for i in range(len(first))
+    )
+    assert f"--resume {state / 'lm'}" in proc.stderr and "lm: packed" in proc.stderr
+    steps = [json.loads(line)["step"] for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert steps == [4] and (state / "done" / "lm").is_file()
+    assert json.loads((state / "lm" / "trainer.json").read_text())["step"] == 4
+    model = MimoAudio.from_pretrained(run2 / "release/model", run2 / "release/tokenizer", device="cpu")
+    assert model.tts("Hello.", max_new_steps=4, seed=0).audio is not None

@@ -260,6 +260,16 @@ def test_schedule_warmup_then_cosine():
     assert c.warmup == 10 and c.factor(500) == 1.0
 
 
+def test_schedule_rewarm_ramps_from_the_resume_step_and_survives_state_dict():
+    cfg = OptimSection(lr=1.0, warmup_steps=10, schedule="constant")
+    s = Schedule(cfg, max_steps=100)
+    s.rewarm(50)
+    assert s.factor(49) == 1.0 and s.factor(50) == pytest.approx(0.1) and s.factor(59) == 1.0
+    t = Schedule(cfg, max_steps=100)
+    t.load_state_dict(s.state_dict())
+    assert [t.factor(i) for i in range(48, 62)] == [s.factor(i) for i in range(48, 62)]
+
+
 # ---------------------------------------------------------------------------- LoRA
 def test_lora_starts_as_identity_and_merges_exactly():
     torch.manual_seed(0)

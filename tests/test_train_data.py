@@ -25,7 +25,7 @@ from mimo_audio.train.data import (
 )
 from mimo_audio.train.lm_data import IGNORE, LMDataset, SequenceBuilder, delay_targets, undelay_targets
 from mimo_audio.train.lm_trainer import LMTrainModule
-from test_train_common import MODEL_DIR, TOKENIZER_DIR, make_lm_data, restore_threads  # noqa: F401
+from test_train_common import CLIPS, MODEL_DIR, TOKENIZER_DIR, make_lm_data, restore_threads  # noqa: F401
 
 from conftest import EXPECTED, clip_path
 
@@ -90,6 +90,41 @@ def test_encode_manifest_to_shards_and_read_back(tmp_path, expected_tensors):
     mtime = (out / "shard-000000.tar").stat().st_mtime_ns
     assert cli_main(args) == 0
     assert (out / "shard-000000.tar").stat().st_mtime_ns == mtime
+
+
+def test_code_store_rebuilds_shards_without_the_encoder(tmp_path, expected_tensors, monkeypatch):
+    """`data encode --codes`: the store keeps every encoded file; a second encode (another folder, as on
+    a new machine) takes the codes from it without calling the tokenizer; another tokenizer's store
+    is not used."""
+    from mimo_audio.tokenizer import AudioTokenizer
+    from mimo_audio.train.data import CodeStore, encode_manifest, tokenizer_fingerprint
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        "".join(json.dumps({"task": "asr", "audio": str(clip_path(c)), "text": "x"}) + "\n" for c in CLIPS)
+    )
+    store = tmp_path / "state" / "codes.npz"
+    args = ["data", "encode", str(manifest), "--tokenizer", str(TOKENIZER_DIR), "--codes", str(store)]
+    assert cli_main([*args, "--out", str(tmp_path / "a")]) == 0
+    tok = AudioTokenizer.from_pretrained(TOKENIZER_DIR)
+    kept = CodeStore(store, tokenizer_fingerprint(tok, 8, G))
+    assert len(kept) == len(CLIPS)
+    assert torch.equal(torch.from_numpy(kept.get(str(clip_path(CLIPS[0]))).astype(np.int64)),
+                       codes(expected_tensors, CLIPS[0]))  # fmt: skip
+
+    def no_encoder(*_a, **_k):
+        raise AssertionError("encoded again")
+
+    monkeypatch.setattr(AudioTokenizer, "encode_batch", no_encoder)
+    assert cli_main([*args, "--out", str(tmp_path / "b")]) == 0
+    a, b = ShardSource(tmp_path / "a"), ShardSource(tmp_path / "b")
+    assert all(torch.equal(a.get(i)[0]["audio"], b.get(i)[0]["audio"]) for i in range(len(CLIPS)))
+    assert len(CodeStore(store, "another tokenizer")) == 0
+    with torch.no_grad():
+        next(iter(tok.parameters())).add_(1.0)
+    assert tokenizer_fingerprint(tok, 8, G) != kept.fingerprint
+    with pytest.raises(AssertionError, match="encoded again"):
+        encode_manifest(manifest, tok, tmp_path / "c", codes=store, progress=False)
 
 
 def test_manifest_code_files_and_errors(tmp_path, expected_tensors):

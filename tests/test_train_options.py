@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from mimo_audio.cli import main as cli_main
 from mimo_audio.errors import MimoAudioError
@@ -96,3 +97,36 @@ def test_cli_train_overrides_and_guards(tmp_path, manifest, capsys):
     bad = load_config(recipe, {"optim": {"lr": {"encoder": 1.0}}, "run": {"out_dir": str(tmp_path / "x")}})
     with pytest.raises(MimoAudioError, match="unknown group"):
         build_trainer(bad)
+
+
+def test_packed_checkpoint_is_small_and_resumes(tmp_path, manifest, capsys):
+    """`export --resumable`: float16 weights, no optimizer moments; `--resume PACKED` continues at its
+    step with the rate warmed up again, and the run's own later checkpoints are full ones."""
+    from mimo_audio.train import checkpointing
+
+    recipe = lm_recipe(tmp_path, manifest, optim={"warmup_steps": 2}, run={"save_every": 2})
+    run = tmp_path / "run"
+    assert cli_main(["train", "lm", "--config", str(recipe), "--set", "run.max_steps=2"]) == 0
+    full = checkpointing.checkpoint_dir(run, 2)
+    packed = tmp_path / "packed"
+    assert cli_main(["export", str(run), "--out", str(packed), "--resumable"]) == 0
+    assert not (packed / "optim.pt").exists() and (packed / "rng.pt").is_file()
+    big, small = checkpointing.read_weights(full, "lm"), checkpointing.read_weights(packed, "lm")
+    assert big.keys() == small.keys()
+    floats = [k for k, v in big.items() if v.is_floating_point()]
+    assert floats and all(small[k].dtype == torch.float16 for k in floats)
+    assert all(torch.allclose(small[k].float(), big[k], rtol=1e-3, atol=1e-4) for k in floats)
+    assert checkpointing.read_meta(packed)["packed"]["optimizer"] is False
+    assert cli_main(["export", str(run), "--out", str(packed), "--resumable"]) == 2  # no silent overwrite
+    capsys.readouterr()
+
+    cfg = load_config(recipe, {"run": {"out_dir": str(tmp_path / "cont"), "max_steps": 4}})
+    trainer = build_trainer(cfg, resume=str(packed))
+    assert trainer.step == 2
+    unit = trainer.units["lm"]
+    assert unit.schedule.factor(2) == pytest.approx(0.5) and unit.schedule.factor(3) == 1.0
+    assert not unit.optimizer.state  # fresh moments
+    assert math.isfinite(trainer.train()["loss"]) and trainer.step == 4
+    last = checkpointing.checkpoint_dir(tmp_path / "cont", 4)
+    assert checkpointing.has_optim(last)
+    assert checkpointing.read_meta(last)["schedules"]["lm"]["rewarm_start"] == 2

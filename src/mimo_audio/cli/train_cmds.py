@@ -84,6 +84,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--group-size", type=int, default=4, help="frames per LM patch (default 4)")
     e.add_argument("--shard-size", type=int, default=1000, help="records per shard (default 1000)")
     e.add_argument("--batch-size", type=int, default=8, help="clips encoded together (default 8)")
+    e.add_argument(
+        "--codes",
+        default=None,
+        metavar="FILE.npz",
+        help="code store: reuse the codes it holds for this tokenizer instead of encoding again, "
+        "and add the newly encoded ones (e.g. to rebuild shards on another machine)",
+    )
     e.add_argument("--device", default="cpu", help="torch device (default cpu)")
     e.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     e.set_defaults(func=cmd_encode)
@@ -101,6 +108,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"), help="cast weights")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument(
+        "--resumable",
+        action="store_true",
+        help="write a packed training checkpoint instead (float16 weights, no optimizer moments) "
+        "that `train --resume DIR` continues from: small enough to keep in git between machines",
+    )
     p.set_defaults(func=cmd_export)
 
 
@@ -168,6 +181,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         group_size=args.group_size,
         shard_size=args.shard_size,
         batch_size=args.batch_size,
+        codes=args.codes,
     )
     print(json.dumps({"out": args.out, "shards": len(index["shards"]), "samples": index["num_samples"]}))
     return 0
@@ -177,6 +191,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     _import_train()
     from ..train.export import export_checkpoint
 
+    if args.resumable:
+        import torch
+
+        from ..train.checkpointing import pack_checkpoint
+
+        dtype = getattr(torch, args.dtype or "float16")
+        print(str(pack_checkpoint(args.checkpoint, args.out, dtype=dtype, overwrite=args.overwrite)))
+        return 0
     out = export_checkpoint(args.checkpoint, args.out, dtype=args.dtype, overwrite=args.overwrite)
     print(str(out))
     return 0

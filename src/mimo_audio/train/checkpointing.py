@@ -13,6 +13,11 @@
 A folder is written under a temporary name and renamed into place (``os.replace``), so a process
 killed mid-save leaves either the previous checkpoints or a complete new one, never a torn one.
 Every process takes part in gathering FSDP-sharded states; only rank 0 writes.
+
+A *packed* checkpoint (:func:`pack_checkpoint`, ``mimo-audio export --resumable``) is the same folder
+made small enough to keep in a git repository between machines: float weights in float16 (float32
+where a value does not fit), no ``optim.pt``. ``train --resume PACKED`` continues from it with fresh
+AdamW moments and the learning rate warmed up again (``trainer.json`` → ``"packed"``).
 """
 
 from __future__ import annotations
@@ -186,9 +191,75 @@ def read_weights(ckpt: str | Path, part: str) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+FP16_MAX = float(torch.finfo(torch.float16).max)
+
+
+def _pack_tensor(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in ``dtype`` when it is a float32 tensor whose finite values fit, else unchanged."""
+    if t.dtype != torch.float32 or dtype == torch.float32:
+        return t
+    if dtype == torch.float16 and t.numel() and float(t.abs().nan_to_num(0.0, 0.0, 0.0).max()) >= FP16_MAX:
+        return t
+    return t.to(dtype)
+
+
+def pack_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    dtype: torch.dtype = torch.float16,
+    overwrite: bool = False,
+) -> Path:
+    """Write a packed copy of ``checkpoint`` (a checkpoint folder or a run folder → its latest) to ``out_dir``.
+
+    Keeps ``trainer.json`` (with ``"packed": {"step", "weights", "optimizer": false}`` added), ``rng.pt``,
+    ``model/`` and every ``*.safetensors`` part with float32 tensors cast to ``dtype``; drops the
+    optimizer moments. Written under a temporary name and renamed into place.
+    """
+    src = resolve_checkpoint(checkpoint)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise CheckpointError(f"{out} exists and is not empty (pass overwrite=True / --overwrite)")
+    meta = read_meta(src)
+    meta["packed"] = {
+        "step": meta.get("step"),
+        "weights": str(dtype).removeprefix("torch."),
+        "optimizer": False,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for f in sorted(src.glob("*.safetensors")):
+            state = {k: _pack_tensor(v, dtype) for k, v in load_file(str(f)).items()}
+            save_file(unshare_tensors(state), str(tmp / f.name), metadata={"format": "pt"})
+        if (src / "rng.pt").is_file():
+            shutil.copyfile(src / "rng.pt", tmp / "rng.pt")
+        shutil.copytree(src / "model", tmp / "model")
+        (tmp / "trainer.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def has_optim(ckpt: str | Path) -> bool:
+    """Whether a checkpoint holds optimizer moments (a packed one does not)."""
+    return (Path(ckpt) / "optim.pt").is_file()
+
+
 def read_optim(ckpt: str | Path) -> dict[str, Any]:
     return torch.load(Path(ckpt) / "optim.pt", map_location="cpu", weights_only=True)
 
 
 def read_rng(ckpt: str | Path) -> list[dict[str, Any]]:
+    if not (Path(ckpt) / "rng.pt").is_file():
+        return []
     return torch.load(Path(ckpt) / "rng.pt", map_location="cpu", weights_only=True)

@@ -4,7 +4,8 @@ Parameters are split into named groups (e.g. patch encoder / backbone / patch de
 learning rates; a group whose rate is null or 0 is frozen (``requires_grad`` off). Weight decay
 applies to matrices only (not to biases, norms or 1-D tensors). The schedule is a pure function of
 the step (linear warm-up, then cosine / constant / linear decay to ``min_lr_ratio``), so resuming
-only needs the step.
+only needs the step. A run resumed without optimizer moments (a packed checkpoint,
+:func:`.checkpointing.pack_checkpoint`) warms the rate up again from that step (:meth:`Schedule.rewarm`).
 """
 
 from __future__ import annotations
@@ -84,8 +85,22 @@ class Schedule:
         )
         self.min_ratio = cfg.min_lr_ratio
         self.step = 0
+        self.rewarm_start: int | None = None
+        self.rewarm_steps = 0
+
+    def rewarm(self, start: int, steps: int | None = None) -> None:
+        """Ramp the rate up again linearly over ``steps`` (default: the warm-up length) from ``start``:
+        fresh AdamW moments would otherwise take full-size steps on trained weights."""
+        self.rewarm_start = start
+        self.rewarm_steps = max(1, self.warmup if steps is None else steps)
 
     def factor(self, step: int) -> float:
+        f = self._base_factor(step)
+        if self.rewarm_start is not None and step >= self.rewarm_start:
+            f *= min(1.0, (step - self.rewarm_start + 1) / self.rewarm_steps)
+        return f
+
+    def _base_factor(self, step: int) -> float:
         if step < self.warmup:
             return (step + 1) / self.warmup
         if self.kind == "constant":
@@ -107,7 +122,12 @@ class Schedule:
         return f
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "kind": self.kind, "warmup": self.warmup, "max_steps": self.max_steps}
+        state = {"step": self.step, "kind": self.kind, "warmup": self.warmup, "max_steps": self.max_steps}
+        if self.rewarm_start is not None:
+            state.update(rewarm_start=self.rewarm_start, rewarm_steps=self.rewarm_steps)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
+        if state.get("rewarm_start") is not None:
+            self.rewarm(int(state["rewarm_start"]), int(state["rewarm_steps"]))

@@ -293,10 +293,15 @@ class Trainer(ABC):
             elif read:
                 state = ckpt.read_weights(path, name)
             set_model_state_dict(root, state, options=opts)
-        optim = ckpt.read_optim(path) if read else {}
-        for name, u in self.units.items():
-            set_optimizer_state_dict(u.root, u.optimizer, optim.get(name, {}), options=opts)
-            u.schedule.load_state_dict(meta["schedules"][name])
+        packed = bool(meta.get("packed")) and not ckpt.has_optim(path)
+        optim = ckpt.read_optim(path) if read and not packed else {}
         self.step = int(meta["step"])
+        for name, u in self.units.items():
+            if not packed:
+                set_optimizer_state_dict(u.root, u.optimizer, optim.get(name, {}), options=opts)
+            u.schedule.load_state_dict(meta["schedules"][name])
+            if packed:  # fresh AdamW moments: warm the rate up again instead of full-size first steps
+                u.schedule.rewarm(self.step)
         if self.env.is_main:
-            log.info(f"resumed from {path} at step {self.step}")
+            how = " (packed: fresh optimizer moments, learning rate warmed up again)" if packed else ""
+            log.info(f"resumed from {path} at step {self.step}{how}")
