@@ -1,4 +1,5 @@
-"""Manifest reading and the LibriSpeech / AISHELL-1 / Seed-TTS builders on tiny fake folder trees."""
+"""Manifest reading and the LibriSpeech / AISHELL-1 / Seed-TTS / synthetic-corpus builders on tiny fake
+folder trees."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from mimo_audio.cli import main
 from mimo_audio.errors import MimoAudioError
-from mimo_audio.eval.builders import aishell, librispeech, seedtts
+from mimo_audio.eval.builders import aishell, librispeech, seedtts, synth
 from mimo_audio.eval.manifest import FieldSpec, parse_seedtts_line, read_manifest
 
 from conftest import clip_path
@@ -166,3 +167,68 @@ def test_cli_lists_match_the_package():
 
     assert eval_cmds.SUITES == SUITES
     assert eval_cmds.PRESETS == tuple(FEWSHOT_PRESETS)
+
+
+def fake_synth(root: Path) -> Path:
+    """A `data synth`-shaped corpus: held-out manifests over copies of one clip."""
+    (root / "clips").mkdir(parents=True)
+    plain = {
+        "style": {"rate": "normal", "pitch": "normal", "volume": "normal", "whisper": "no"},
+        "augment": None,
+    }
+    rows = []
+    for i, (text, lang, kind) in enumerate(
+        [("hello one", "en", "plain"), ("你好一", "zh", "plain"), ("hello two", "en", "noisy"),
+         ("hello one", "en", "plain"), ("hello three", "en", "plain"), ("你好二", "zh", "fast")]
+    ):  # fmt: skip
+        shutil.copy(clip_path("speech_a"), root / "clips" / f"c{i}.wav")
+        meta = dict(plain, lang=lang, speaker=f"v{i}")
+        if kind == "noisy":
+            meta["augment"] = {"noise": "pink", "snr_db": 5}
+        elif kind == "fast":
+            meta["style"] = dict(plain["style"], rate="fast")
+        rows.append({"task": "asr", "audio": f"clips/c{i}.wav", "text": text, "meta": meta})
+    (root / "test_asr.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8"
+    )
+    tts = [dict(r, task="tts") for r in rows]
+    (root / "test_tts.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in tts), "utf-8"
+    )
+    vc = {"task": "in_context_s2s", "instruction": "x", "audio": "clips/c0.wav", "output_audio": "clips/c1.wav",
+          "output_transcription": "你好一", "examples": [{"input_audio": "clips/c2.wav", "output_audio": "clips/c3.wav",
+                                                          "output_transcription": "hello one"}]}  # fmt: skip
+    (root / "test_vc.jsonl").write_text(json.dumps(vc, ensure_ascii=False) + "\n", "utf-8")
+    return root
+
+
+def test_synth_builder_takes_plain_held_out_clips_per_suite(tmp_path, capsys):
+    corpus = fake_synth(tmp_path / "corpus")
+    asr, left_out = synth(corpus, corpus, "asr", 1)
+    assert [(e["text"], e["language"], e["audio"]) for e in asr] == [
+        ("hello one", "en", "clips/c0.wav"),
+        ("你好一", "zh", "clips/c1.wav"),
+    ]
+    assert left_out == 2  # the noisy and the fast clip
+    tts, _ = synth(corpus, corpus, "tts", 3)  # 2 English + 1 Mandarin distinct sentences
+    assert [e["text"] for e in tts] == ["hello one", "你好一", "hello three"]
+    assert all("reference_audio" in e and "audio" not in e for e in tts)
+    (vc,), _ = synth(corpus, corpus, "vc")
+    assert vc["language"] == "zh" and vc["target_audio"] == "clips/c1.wav"
+    assert vc["examples"][0]["input_audio"] == "clips/c2.wav"
+
+    out = tmp_path / "m" / "vc.jsonl"
+    assert main(["eval", "manifest", "synth", str(corpus), "--suite", "vc", "--out", str(out)]) == 0
+    items, errors = read_manifest(out, FieldSpec(required=("audio", "text", "language", "examples")))
+    assert not errors and Path(items[0]["examples"][0]["output_audio"]).name == "c3.wav"
+    out = tmp_path / "m" / "asr.jsonl"
+    assert main(["eval", "manifest", "synth", str(corpus), "--suite", "asr", "--out", str(out)]) == 0
+    assert "wrote 3 item(s)" in capsys.readouterr().err and not read_manifest(out, ASR)[1]
+    assert main(["eval", "manifest", "synth", str(corpus), "--out", str(out)]) == 2
+    assert "needs --suite" in capsys.readouterr().err
+    assert main(["eval", "manifest", "synth", str(tmp_path), "--suite", "asr", "--out", str(out)]) == 2
+    assert "data synth" in capsys.readouterr().err
+    assert (
+        main(["eval", "manifest", "synth", str(corpus), "--suite", "tts", "--count", "0", "--out", str(out)])
+        == 2
+    )

@@ -96,6 +96,14 @@ def test_asr_suite_cli(clips, tmp_path, capsys):
         sum(r["errors"] for r in en) / sum(r["ref_len"] for r in en)
     )
     assert res["items"][1]["ref_len"] == 4  # 你好世界: CER counts characters, punctuation removed
+    assert res["items"][1]["char_len"] == 4 and res["items"][0]["char_len"] == len("hello world")
+    items = res["items"]
+    assert res["aggregate"]["char_error_rate"] == pytest.approx(
+        sum(r["char_errors"] for r in items) / sum(r["char_len"] for r in items)
+    )
+    assert res["per_category"]["en"]["char_error_rate"] == pytest.approx(
+        sum(r["char_errors"] for r in en) / sum(r["char_len"] for r in en)
+    )
     assert set(res["per_category"]) == {"en", "zh"}
     assert "eval asr" not in err  # --quiet: no progress bar
 

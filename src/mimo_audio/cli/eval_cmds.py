@@ -106,13 +106,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         _suite_parser(sub, name)
     m = sub.add_parser(
         "manifest",
-        help="build a JSONL manifest from LibriSpeech, AISHELL-1 or Seed-TTS-Eval",
+        help="build a JSONL manifest from LibriSpeech, AISHELL-1, Seed-TTS-Eval or a synthetic corpus",
         description="Write a JSONL manifest with paths relative to the output file's folder.",
     )
-    m.add_argument("kind", choices=("librispeech", "aishell", "seedtts"))
-    m.add_argument("source", metavar="SRC", help="LibriSpeech split folder, AISHELL-1 folder, or a meta.lst")
+    m.add_argument("kind", choices=("librispeech", "aishell", "seedtts", "synth"))
+    m.add_argument(
+        "source",
+        metavar="SRC",
+        help="LibriSpeech split folder, AISHELL-1 folder, a meta.lst, or a `data synth` corpus folder",
+    )
     m.add_argument("--out", required=True, metavar="FILE", help="manifest to write (.jsonl)")
     m.add_argument("--split", default="test", help="AISHELL-1 split under wav/ (default test)")
+    m.add_argument(
+        "--suite",
+        choices=("tokenizer", "asr", "tts", "vc"),
+        default=None,
+        help="synth: the suite the manifest is for (held-out split; required for synth)",
+    )
+    m.add_argument(
+        "--count",
+        type=int,
+        default=None,
+        help="synth: clips per language (tokenizer 12, asr 50), sentences (tts 20) or groups (vc 50)",
+    )
     m.set_defaults(func=cmd_manifest)
 
 
@@ -195,10 +211,19 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         raise MimoAudioError(f"--out {out}: is a directory")
     rel = out.resolve().parent
     build = BUILDERS[args.kind]
-    entries, left_out = (
-        build(args.source, rel, args.split) if args.kind == "aishell" else build(args.source, rel)
-    )
+    if args.kind == "synth":
+        if args.suite is None:
+            raise MimoAudioError("eval manifest synth needs --suite tokenizer|asr|tts|vc")
+        entries, left_out = build(args.source, rel, args.suite, args.count)
+        why = "not plain (styled, noisy or reverberant)"
+    else:
+        if args.suite is not None or args.count is not None:
+            raise MimoAudioError("--suite and --count apply to `eval manifest synth` only")
+        entries, left_out = (
+            build(args.source, rel, args.split) if args.kind == "aishell" else build(args.source, rel)
+        )
+        why = "no audio/transcript or malformed"
     write_manifest(out, entries)
-    note = f" ({left_out} left out: no audio/transcript or malformed)" if left_out else ""
+    note = f" ({left_out} left out: {why})" if left_out else ""
     print(f"wrote {len(entries)} item(s) to {out}{note}", file=sys.stderr)
     return 0

@@ -50,20 +50,33 @@ def save_output(work_dir: Path, item: Item, wav: np.ndarray, sr: int) -> str:
 
 
 def content_scores(reference: str, hypothesis: str | None, language: str) -> dict[str, Any]:
-    """Judge transcript vs reference: WER units for English, CER for Mandarin (None without a transcript)."""
+    """Judge transcript vs reference: WER units for English, CER for Mandarin (None without a
+    transcript), plus character edits in every language (``char_errors`` / ``char_len``)."""
     if hypothesis is None:
-        return {"hypothesis": None, "errors": None, "ref_len": None, "error_rate": None}
+        return {
+            "hypothesis": None,
+            "errors": None,
+            "ref_len": None,
+            "error_rate": None,
+            "char_errors": None,
+            "char_len": None,
+        }
     counts = edit_counts(reference, hypothesis, language)
+    chars = counts if language != "en" else edit_counts(reference, hypothesis, language, unit="char")
     return {
         "hypothesis": hypothesis,
         "errors": counts.errors,
         "ref_len": counts.length,
         "error_rate": counts.rate,
+        "char_errors": chars.errors,
+        "char_len": chars.length,
     }
 
 
 def corpus_rates(records: Iterable[dict[str, Any]]) -> dict[str, float]:
-    """Corpus WER (English records) / CER (Mandarin) and the pooled rate, from ``errors``/``ref_len``."""
+    """Corpus WER (English records) / CER (Mandarin) and the pooled rate, from ``errors``/``ref_len``;
+    ``char_error_rate``: the character error rate over every language (``char_errors``/``char_len``)."""
+    records = list(records)
     out: dict[str, float] = {}
     totals: dict[str, list[int]] = {}
     for r in records:
@@ -76,6 +89,9 @@ def corpus_rates(records: Iterable[dict[str, Any]]) -> dict[str, float]:
             out[key] = totals[lang][0] / max(totals[lang][1], 1)
     if totals:
         out["error_rate"] = sum(t[0] for t in totals.values()) / max(sum(t[1] for t in totals.values()), 1)
+    chars = [(r["char_errors"], r["char_len"]) for r in records if r.get("char_errors") is not None]
+    if chars:
+        out["char_error_rate"] = sum(e for e, _ in chars) / max(sum(n for _, n in chars), 1)
     return out
 
 
