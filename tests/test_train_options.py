@@ -130,3 +130,34 @@ def test_packed_checkpoint_is_small_and_resumes(tmp_path, manifest, capsys):
     last = checkpointing.checkpoint_dir(tmp_path / "cont", 4)
     assert checkpointing.has_optim(last)
     assert checkpointing.read_meta(last)["schedules"]["lm"]["rewarm_start"] == 2
+
+
+def test_packed_tokenizer_checkpoint_keeps_codebooks_and_step(tmp_path):
+    """A packed stage-1 tokenizer resumes with its trained codebooks (no second k-means), the A2T
+    decoder and the step; its losses stay close to the full checkpoint's continuation."""
+    from mimo_audio.train import checkpointing
+    from test_train_common import make_clips, tok_recipe
+
+    recipe = tok_recipe(
+        tmp_path, make_clips(tmp_path / "clips"), optim={"warmup_steps": 1}, run={"save_every": 2}
+    )
+    first = build_trainer(load_config(recipe))
+    first.train(stop_at=2)
+    first.save()
+    packed = checkpointing.pack_checkpoint(tmp_path / "run1", tmp_path / "packed")
+    assert {p.name for p in packed.glob("*.safetensors")} == {"tokenizer.safetensors", "a2t.safetensors"}
+    full = build_trainer(load_config(recipe), resume=True)
+    cont = build_trainer(
+        load_config(recipe, {"run": {"out_dir": str(tmp_path / "cont")}}), resume=str(packed)
+    )
+    assert cont.step == full.step == 2
+    ref = full.roots["train"].state_dict()
+    state = cont.roots["train"].state_dict()
+    assert sum(name.endswith("inited") for name in state) == 8  # one per quantizer
+    for name, value in state.items():
+        if name.endswith("inited"):
+            assert float(value.min()) == 1.0  # codebooks stay initialised: no k-means on resume
+        if value.is_floating_point():
+            assert torch.allclose(value, ref[name], rtol=1e-3, atol=1e-3), name
+    a, b = full.train(stop_at=3)["loss"], cont.train(stop_at=3)["loss"]
+    assert math.isfinite(b) and b == pytest.approx(a, rel=0.05)
