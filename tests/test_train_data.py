@@ -97,7 +97,7 @@ def test_code_store_rebuilds_shards_without_the_encoder(tmp_path, expected_tenso
     a new machine) takes the codes from it without calling the tokenizer; another tokenizer's store
     is not used."""
     from mimo_audio.tokenizer import AudioTokenizer
-    from mimo_audio.train.data import CodeStore, encode_manifest, tokenizer_fingerprint
+    from mimo_audio.train.encode import CodeStore, encode_manifest, tokenizer_fingerprint
 
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(

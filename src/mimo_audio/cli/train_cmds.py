@@ -168,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     _import_train()
     from ..tokenizer import AudioTokenizer
-    from ..train.data import encode_manifest
+    from ..train.encode import encode_manifest
 
     tok = AudioTokenizer.from_pretrained(
         args.tokenizer, device=args.device, dtype=args.dtype, max_seconds=None

@@ -30,7 +30,8 @@ import torch
 
 from ..audio import atomic_write
 from ..errors import MimoAudioError
-from ..train.data import CodeResolver, _sample_members, _write_tar
+from ..train.data import CodeResolver
+from ..train.encode import sample_members, write_tar
 
 if TYPE_CHECKING:
     from .pipeline import InputResult
@@ -124,9 +125,9 @@ class OutputDir:
                 record = {"task": "asr", **{k: v for k, v in it.meta.items() if k != "repeats"}, "repeat": r}
                 if it.codes is not None:
                     record["audio"] = torch.from_numpy(it.codes.astype(np.int64))
-                members += _sample_members(key, record, self.shards, {}, resolver)
+                members += sample_members(key, record, self.shards, {}, resolver)
         if members:
-            atomic_write(shard, lambda tmp: _write_tar(tmp, members), suffix=PARTIAL)
+            atomic_write(shard, lambda tmp: write_tar(tmp, members), suffix=PARTIAL)
         else:
             shard.unlink(missing_ok=True)  # a redone input that now keeps nothing
         marker = {
