@@ -33,6 +33,8 @@ def test_tokenizer_export_round_trip(tmp_path):
     out = tmp_path / "export"
     assert cli_main(["export", str(trainer.out), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    # readable by everyone like the JSON next to it (safetensors alone creates files 0600)
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == (out / "config.json").stat().st_mode & 0o777
     keys = load_file(str(out / "model.safetensors"))
     assert not any(k.startswith(("a2t", "tokenizer.")) for k in keys)
     loaded = AudioTokenizer.from_pretrained(out)

@@ -25,8 +25,8 @@ DEFAULT_MAX_SECONDS = 3600.0
 
 AudioLike = str | os.PathLike | np.ndarray | torch.Tensor
 
-_UMASK = os.umask(0)  # read once at import (os.umask can only be read by setting it)
-os.umask(_UMASK)
+UMASK = os.umask(0)  # read once at import (os.umask can only be read by setting it)
+os.umask(UMASK)
 
 
 def _check_samples(wav: np.ndarray, name: str, max_seconds: float | None, sample_rate: int) -> None:
@@ -127,7 +127,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: 
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

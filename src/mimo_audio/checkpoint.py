@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .audio import UMASK
 from .errors import CheckpointError
 
 PathLike = str | os.PathLike
@@ -86,6 +87,12 @@ def load_weights(folder: PathLike, device: str | torch.device = "cpu") -> dict[s
     return state
 
 
+def save_safetensors(state: dict[str, torch.Tensor], path: PathLike) -> None:
+    """``safetensors.torch.save_file`` with the usual file permissions (it creates files 0600)."""
+    save_file(state, str(path), metadata={"format": "pt"})
+    os.chmod(path, 0o666 & ~UMASK)
+
+
 def save_weights(folder: PathLike, state: dict[str, torch.Tensor], max_shard_bytes: int = 5 * 1024**3) -> None:
     """Write ``state`` in the official layout: ``model.safetensors``, or, when it is larger than
     ``max_shard_bytes``, numbered shards (``model-00001-of-00003.safetensors`` …) + ``model.safetensors.index.json``."""
@@ -100,12 +107,12 @@ def save_weights(folder: PathLike, state: dict[str, torch.Tensor], max_shard_byt
         shards[-1][k] = v
         size += n
     if len(shards) == 1:
-        save_file(shards[0], str(folder / "model.safetensors"), metadata={"format": "pt"})
+        save_safetensors(shards[0], folder / "model.safetensors")
         return
     weight_map = {}
     for i, shard in enumerate(shards, start=1):
         name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(folder / name), metadata={"format": "pt"})
+        save_safetensors(shard, folder / name)
         weight_map.update(dict.fromkeys(shard, name))
     total = sum(v.numel() * v.element_size() for v in state.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}

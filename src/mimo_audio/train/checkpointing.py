@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..audio import atomic_write
+from ..checkpoint import save_safetensors
 from ..errors import CheckpointError
 
 CHECKPOINTS = "checkpoints"
@@ -143,7 +144,7 @@ def write_checkpoint(
     tmp.mkdir()
     try:
         for part, state in weights.items():
-            save_file(unshare_tensors(state), str(tmp / f"{part}.safetensors"), metadata={"format": "pt"})
+            save_safetensors(unshare_tensors(state), tmp / f"{part}.safetensors")
         torch.save(optim, tmp / "optim.pt")
         torch.save(rng, tmp / "rng.pt")
         (tmp / "model").mkdir()
@@ -232,7 +233,7 @@ def pack_checkpoint(
     try:
         for f in sorted(src.glob("*.safetensors")):
             state = {k: _pack_tensor(v, dtype) for k, v in load_file(str(f)).items()}
-            save_file(unshare_tensors(state), str(tmp / f.name), metadata={"format": "pt"})
+            save_safetensors(unshare_tensors(state), tmp / f.name)
         if (src / "rng.pt").is_file():
             shutil.copyfile(src / "rng.pt", tmp / "rng.pt")
         shutil.copytree(src / "model", tmp / "model")
