@@ -161,3 +161,43 @@ def test_packed_tokenizer_checkpoint_keeps_codebooks_and_step(tmp_path):
             assert torch.allclose(value, ref[name], rtol=1e-3, atol=1e-3), name
     a, b = full.train(stop_at=3)["loss"], cont.train(stop_at=3)["loss"]
     assert math.isfinite(b) and b == pytest.approx(a, rel=0.05)
+
+
+def test_tokenizer_warm_start_into_bigger_codebooks(tmp_path):
+    """`model.warm_start`: a stage-1 run with other codebook sizes starts from a (packed) checkpoint:
+    matching tensors are copied, the resized codebooks are re-initialised by k-means, step 0."""
+    import json
+
+    from mimo_audio.train import checkpointing
+    from test_train_common import make_clips, tok_recipe
+
+    clips = make_clips(tmp_path / "clips")
+    old = build_trainer(load_config(tok_recipe(tmp_path, clips)))
+    old.train(stop_at=2)
+    old.save()
+    packed = checkpointing.pack_checkpoint(old.out, tmp_path / "packed")
+    cfg_path = tmp_path / "tokenizer_config.json"  # written by tok_recipe: 64-64-16…
+    bigger = json.loads(cfg_path.read_text())
+    bigger["codebook_size"] = [64, 64, 32]
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "config.json").write_text(json.dumps(bigger))
+    recipe = tok_recipe(
+        tmp_path / "big",
+        clips,
+        model={"config": str(tmp_path / "big" / "config.json"), "warm_start": str(packed)},
+        run={"out_dir": str(tmp_path / "run_big")},
+    )
+    new = build_trainer(load_config(recipe))
+    assert new.step == 0
+    mine, theirs = new.roots["train"].state_dict(), old.roots["train"].state_dict()
+    layers = [f"tokenizer.encoder.quantizer.vq.layers.{i}._codebook." for i in range(8)]
+    for name in mine:
+        if name.startswith(("tokenizer.encoder.layers", "tokenizer.decoder", "a2t.")) or any(
+            name.startswith(p) for p in layers[:2]
+        ):
+            assert torch.allclose(mine[name].float(), theirs[name].float(), rtol=2e-3, atol=1e-3), name
+    assert all(float(mine[p + "inited"]) == 1.0 for p in layers[:2])
+    assert all(float(mine[p + "inited"]) == 0.0 for p in layers[2:])
+    assert mine[layers[2] + "embed"].shape[0] == 32
+    assert math.isfinite(new.train(stop_at=1)["loss"])
+    assert all(float(new.roots["train"].state_dict()[p + "inited"]) == 1.0 for p in layers)  # k-means ran

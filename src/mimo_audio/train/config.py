@@ -32,13 +32,18 @@ class ModelSection:
     ``init``: a checkpoint folder in the official format (``config.json`` + safetensors; for the LM
     also the text tokenizer files). ``config``: a ``config.json`` for a randomly initialised model
     (used when ``init`` is empty). ``text_tokenizer``: folder with ``tokenizer.json`` (LM default:
-    ``init``). ``seed``: random-init seed.
+    ``init``). ``seed``: random-init seed. ``warm_start`` (tokenizer stage 1): a training checkpoint
+    (full or packed) of a model with another ``config``; every tensor whose name and shape match is
+    copied into the new model (tokenizer and A2T decoder), the others keep their initialisation, and
+    codebooks that changed size are re-initialised by k-means on the first batch. The run itself
+    starts at step 0 with a fresh schedule.
     """
 
     init: str | None = None
     config: str | None = None
     text_tokenizer: str | None = None
     seed: int = 0
+    warm_start: str | None = None
 
 
 @dataclass
@@ -302,6 +307,7 @@ PATH_FIELDS = {
     ("model", "init"),
     ("model", "config"),
     ("model", "text_tokenizer"),
+    ("model", "warm_start"),
     ("data", "train"),
     ("data", "eval"),
     ("data", "audio_tokenizer"),

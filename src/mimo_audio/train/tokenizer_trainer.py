@@ -24,6 +24,7 @@ from ..text_tokenizer import TextTokenizer
 from ..tokenizer import AudioTokenizer
 from ..tokenizer.encoder import encoder_output_lengths
 from .a2t import A2TDecoder
+from .checkpointing import read_weights, resolve_checkpoint
 from .config import ConfigError, TokenizerTrainConfig
 from .data import BatchPlan, ClipDataset, micro_batches, rank_slice
 from .discriminators import Discriminators, feature_matching_loss, hinge_d_loss, hinge_g_loss
@@ -155,6 +156,10 @@ class TokenizerTrainer(Trainer):
             )
             if fresh and cfg.quantizer.kmeans_init and not cfg.model.init:
                 module.quantizer.reset_for_kmeans()
+            if fresh and cfg.model.warm_start:
+                self._warm_start(module, cfg.model.warm_start)
+        elif cfg.model.warm_start:
+            raise ConfigError("model.warm_start is for stage 1 (stage 2 starts from model.init)")
         blocks = [*tok.encoder.layers, *tok.decoder.layers, *tok.decoder.vocoder.layers]
         if a2t is not None:
             blocks += list(a2t.model.layers)
@@ -186,6 +191,40 @@ class TokenizerTrainer(Trainer):
             n = sum(p.numel() for p in module.parameters() if p.requires_grad)
             log.info(f"tokenizer stage {cfg.stage}: {n:,} trained parameters")
         self._build_data()
+
+    def _warm_start(self, module: TokenizerTrainModule, source: str) -> None:
+        """Copy the tensors of checkpoint ``source`` whose names and shapes match into ``module``."""
+        path = resolve_checkpoint(source)
+        own = module.state_dict()
+        state = {}
+        for part in ("tokenizer", "a2t"):
+            if (part == "tokenizer" or module.a2t is not None) and (path / f"{part}.safetensors").is_file():
+                state.update({f"{part}.{k}": v for k, v in read_weights(path, part).items()})
+        # a codebook is taken whole (entries and EMA state) or not at all: one that changed size gets
+        # inited = 0, so k-means initialises it on the first batch from the residuals of the others
+        resized = {
+            key.removesuffix("embed")
+            for key, value in state.items()
+            if key.endswith("_codebook.embed") and key in own and own[key].shape != value.shape
+        }
+        copied, skipped = 0, []
+        with torch.no_grad():
+            for key, value in state.items():
+                if key.removesuffix(key.rpartition(".")[2]) in resized:
+                    continue
+                if key in own and own[key].shape == value.shape:
+                    own[key].copy_(value)
+                    copied += 1
+                else:
+                    skipped.append(key)
+            for prefix in resized:
+                own[prefix + "inited"].zero_()
+        if self.env.is_main:
+            if resized:
+                log.info(f"warm start: {len(resized)} resized codebook(s) start again from k-means")
+            more = f"; not copied (new shapes): {', '.join(skipped[:6])}" if skipped else ""
+            more += f" (+{len(skipped) - 6} more)" if len(skipped) > 6 else ""
+            log.info(f"warm start from {path}: {copied} tensors copied{more}")
 
     def _build_data(self) -> None:
         cfg, env = self.cfg, self.env
