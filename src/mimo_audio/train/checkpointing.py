@@ -97,6 +97,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Move the finished folder ``tmp`` onto ``dest`` (same filesystem): a reader sees the old folder
+    or the new one; an existing ``dest`` is swapped out under a hidden ``.old-`` name, then removed."""
+    if dest.exists():
+        old = dest.parent / f".old-{dest.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dest)
+
+
 def unshare_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """safetensors refuses tensors that share memory (tied weights): copy the repeats."""
     seen, out = set(), {}
@@ -158,13 +170,7 @@ def write_checkpoint(
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-        if final.exists():
-            old = root / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_dir(tmp, final)
         _fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -238,13 +244,7 @@ def pack_checkpoint(
             shutil.copyfile(src / "rng.pt", tmp / "rng.pt")
         shutil.copytree(src / "model", tmp / "model")
         (tmp / "trainer.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

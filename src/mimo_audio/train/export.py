@@ -10,7 +10,6 @@ folder is written under a temporary name and renamed into place.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 
 from ..checkpoint import save_weights
 from ..errors import CheckpointError
-from .checkpointing import read_meta, read_weights, resolve_checkpoint, unshare_tensors
+from .checkpointing import read_meta, read_weights, replace_dir, resolve_checkpoint, unshare_tensors
 from .lora import merge_lora_state
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -70,9 +69,7 @@ def export_checkpoint(
         save_weights(tmp, state, max_shard_bytes)
         if verify:
             _verify(tmp, kind)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
