@@ -13,6 +13,7 @@ from mimo_audio.tokenizer import TokenizerConfig
 from mimo_audio.tokenizer.mel import MelFrontEnd, hz_to_mel, mel_filterbank, num_mel_frames
 
 from conftest import PARITY_DIR, clip_path, tensor_names
+from mkl_branch import max_abs_diff, mels_on_reproducible_branch
 
 MEL_NAMES = tensor_names(".mel")
 
@@ -31,14 +32,45 @@ def test_fixture_set_has_mels():
     assert MEL_NAMES
 
 
-@pytest.mark.parametrize("name", MEL_NAMES)
-def test_mel_matches_reference(name, front_end, expected_tensors, config):
+@pytest.fixture(scope="module")
+def reproducible_branch_mels() -> dict[str, torch.Tensor]:
+    clips = {name: clip_path(name.removesuffix(".mel")) for name in MEL_NAMES}
+    return mels_on_reproducible_branch(PARITY_DIR / "tokenizer", clips)
+
+
+def _in_process_mel(name: str, front_end: MelFrontEnd, config: TokenizerConfig) -> torch.Tensor:
     wav = load_audio(clip_path(name.removesuffix(".mel")), target_rate=config.sampling_rate)
     mel = front_end(wav)
-    expected = expected_tensors[name]
     assert mel.dtype == torch.float32
-    assert mel.shape == expected.shape == (num_mel_frames(wav.numel(), config.hop_length), config.n_mels)
-    assert (mel - expected).abs().max().item() <= 1e-4
+    assert mel.shape == (num_mel_frames(wav.numel(), config.hop_length), config.n_mels)
+    return mel
+
+
+@pytest.mark.parametrize("name", MEL_NAMES)
+def test_mel_matches_reference(name, front_end, expected_tensors, config, reproducible_branch_mels):
+    """The fixture's mel is ours, on the MKL code path of the machine that made it (see mkl_branch)."""
+    expected = expected_tensors[name]
+    diffs = {
+        "automatic": max_abs_diff(_in_process_mel(name, front_end, config), expected),
+        "reproducible": max_abs_diff(reproducible_branch_mels[name], expected),
+    }
+    assert min(diffs.values()) <= 1e-4, f"max abs diff per MKL branch: {diffs}"
+
+
+@pytest.mark.parametrize("name", MEL_NAMES)
+def test_mel_matches_reference_on_any_branch_above_the_rounding_floor(
+    name, front_end, expected_tensors, config
+):
+    """On whatever FFT path this machine takes, every bin within 5 nepers (43 dB) of its frame's
+    loudest matches at the fixture tolerance, and the rest stay within FFT rounding of it."""
+    mel = _in_process_mel(name, front_end, config)
+    expected = expected_tensors[name]
+    assert mel.shape == expected.shape
+    diff = (mel - expected).abs()
+    loud = expected >= expected.max(dim=1, keepdim=True).values - 5.0
+    assert loud.float().mean() > 0.5
+    assert diff[loud].max().item() <= 1e-4
+    assert diff.max().item() <= 1e-2
 
 
 def test_filterbank_properties(config):
