@@ -125,6 +125,9 @@ def test_code_store_rebuilds_shards_without_the_encoder(tmp_path, expected_tenso
     assert tokenizer_fingerprint(tok, 8, G) != kept.fingerprint
     with pytest.raises(AssertionError, match="encoded again"):
         encode_manifest(manifest, tok, tmp_path / "c", codes=store, progress=False)
+    store.write_bytes(b"not an archive")
+    with pytest.raises(DataError, match=r"not a code store \(not an \.npz archive\)$"):
+        CodeStore(store, kept.fingerprint)
 
 
 def test_manifest_code_files_and_errors(tmp_path, expected_tensors):

@@ -93,7 +93,9 @@ def save_safetensors(state: dict[str, torch.Tensor], path: PathLike) -> None:
     os.chmod(path, 0o666 & ~UMASK)
 
 
-def save_weights(folder: PathLike, state: dict[str, torch.Tensor], max_shard_bytes: int = 5 * 1024**3) -> None:
+def save_weights(
+    folder: PathLike, state: dict[str, torch.Tensor], max_shard_bytes: int = 5 * 1024**3
+) -> None:
     """Write ``state`` in the official layout: ``model.safetensors``, or, when it is larger than
     ``max_shard_bytes``, numbered shards (``model-00001-of-00003.safetensors`` …) + ``model.safetensors.index.json``."""
     folder = Path(folder)

@@ -434,7 +434,9 @@ def merge(base: dict, extra: dict) -> dict:
     input is shared with or changed through the result)."""
     out = copy.deepcopy(base)
     for k, v in extra.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        out[k] = (
+            merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        )
     return out
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import tarfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ class CodeStore:
         self.dirty = False
         if not self.path.is_file():
             return
+        if not zipfile.is_zipfile(self.path):
+            raise DataError(f"{self.path}: not a code store (not an .npz archive)")
         try:
             with np.load(self.path, allow_pickle=False) as z:
                 if str(z["fingerprint"]) != fingerprint:

@@ -138,7 +138,9 @@ class Trainer(ABC):
 
     def _should_stop(self, deadline: float | None) -> bool:
         """Whether any process was asked to stop or ran past ``deadline`` (``time.monotonic()``)."""
-        mine = getattr(self, "_stop_requested", False) or (deadline is not None and time.monotonic() > deadline)
+        mine = getattr(self, "_stop_requested", False) or (
+            deadline is not None and time.monotonic() > deadline
+        )
         if self.env.world > 1:  # every process must take the same decision at the same step
             return bool(self.env.all_reduce_sum(torch.tensor([float(mine)], dtype=torch.float64))[0] > 0)
         return mine
