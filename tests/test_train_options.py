@@ -11,6 +11,7 @@ import torch
 from mimo_audio.cli import main as cli_main
 from mimo_audio.errors import MimoAudioError
 from mimo_audio.train import build_trainer, load_config
+from mimo_audio.train.config import ConfigError
 from mimo_audio.train.lm_trainer import lm_group
 from mimo_audio.train.metrics import read_csv
 from test_train_common import lm_recipe, make_lm_data, restore_threads  # noqa: F401
@@ -201,3 +202,31 @@ def test_tokenizer_warm_start_into_bigger_codebooks(tmp_path):
     assert mine[layers[2] + "embed"].shape[0] == 32
     assert math.isfinite(new.train(stop_at=1)["loss"])
     assert all(float(new.roots["train"].state_dict()[p + "inited"]) == 1.0 for p in layers)  # k-means ran
+
+
+def test_kmeans_init_on_several_batches(tmp_path, caplog):
+    """`quantizer.kmeans_init_batches`: before step 1, the uninitialised codebooks are fitted on the
+    encoder features of the batches steps 1…n train on (a fresh model: all of them)."""
+    import logging
+
+    from mimo_audio.tokenizer.encoder import encoder_output_lengths
+    from test_train_common import make_clips, tok_recipe
+
+    recipe = tok_recipe(tmp_path, make_clips(tmp_path / "clips"), quantizer={"kmeans_init_batches": 3})
+    with caplog.at_level(logging.INFO, logger="mimo_audio.train"):
+        trainer = build_trainer(load_config(recipe))
+    state = trainer.roots["train"].state_dict()
+    assert all(float(v) == 1.0 for k, v in state.items() if k.endswith("inited"))  # before any step
+    cfg = trainer.tokenizer.config
+    frames = sum(
+        int(encoder_output_lengths(b["lengths"] // cfg.hop_length + 1, cfg).sum())
+        for step in (1, 2, 3)
+        for b in trainer.load_step(step)[1]
+    )
+    assert (
+        f"k-means: {cfg.num_quantizers} codebook(s) initialised on {frames:,} frames of 3 batches"
+        in caplog.text
+    )
+    assert math.isfinite(trainer.train(stop_at=1)["loss"])
+    with pytest.raises(ConfigError, match="kmeans_init_batches"):
+        load_config(recipe, {"quantizer": {"kmeans_init_batches": 0}})

@@ -231,13 +231,19 @@ class TokenizerDataSection:
 @dataclass
 class QuantizerSection:
     """EMA codebooks: ``decay``, Laplace ``eps``, k-means init (``kmeans_iters``) for codebooks not
-    yet initialised, dead-code replacement below ``threshold_ema_dead_code`` (default: the model config's)."""
+    yet initialised — on the first ``kmeans_init_batches`` training batches' encoder features —
+    and dead-code replacement below ``threshold_ema_dead_code`` (default: the model config's)."""
 
     decay: float = 0.99
     eps: float = 1e-5
     kmeans_init: bool = True
     kmeans_iters: int = 50
+    kmeans_init_batches: int = 1
     threshold_ema_dead_code: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kmeans_init_batches < 1 or self.kmeans_iters < 1:
+            raise ConfigError("quantizer.kmeans_init_batches and kmeans_iters must be at least 1")
 
 
 @dataclass

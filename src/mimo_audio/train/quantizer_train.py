@@ -4,7 +4,8 @@ The state lives in the inference module's own buffers — ``embed`` (the codeboo
 ``cluster_size`` and ``inited`` of every ``EuclideanCodebook`` — so a trained tokenizer saves and
 exports in the official format unchanged. Per codebook, in order:
 
-1. **k-means init** (``iters`` Lloyd iterations) on the first batch when ``inited`` is 0;
+1. **k-means init** (``iters`` Lloyd iterations) on the first batch when ``inited`` is 0 (or before
+   training, on the features of several batches: :meth:`QuantizerTrainer.init_codebooks`);
 2. **dead-code replacement**: codes whose EMA usage fell below ``threshold_ema_dead_code`` get a
    random vector of the current batch (usage reset to the threshold);
 3. nearest-code assignment (the inference search, float32);
@@ -70,15 +71,36 @@ class QuantizerTrainer:
         return torch.Generator().manual_seed(sample_rng(self.seed, *key, layer).getrandbits(62))
 
     @torch.no_grad()
+    def _kmeans_init(self, cb: EuclideanCodebook, r: torch.Tensor, gen: torch.Generator) -> None:
+        """Codebook ← k-means of the residuals ``r [n, d]`` of every process."""
+        means, bins = kmeans(self.env.all_gather_rows(r), cb.embed.shape[0], self.cfg.kmeans_iters, gen)
+        cb.embed.copy_(means)
+        cb.embed_avg.copy_(means)
+        cb.cluster_size.copy_(bins)
+        cb.inited.fill_(1.0)
+
+    @torch.no_grad()
+    def init_codebooks(self, x: torch.Tensor) -> int:
+        """k-means-initialise every uninitialised codebook on features ``x [n, d]``, level by level
+        on the residuals the levels before leave. Returns how many were initialised."""
+        r, done = x.float(), 0
+        for k, layer in enumerate(self.rvq.vq.layers):
+            cb = layer._codebook
+            if float(cb.inited) == 0.0:
+                self._kmeans_init(cb, r, self._generator((0,), k))  # training keys are (step ≥ 1, micro)
+                done += 1
+            r = r - cb.decode(cb.encode(r))
+        return done
+
+    def uninitialised(self) -> int:
+        """Number of codebooks still waiting for k-means."""
+        return sum(float(layer._codebook.inited) == 0.0 for layer in self.rvq.vq.layers)
+
+    @torch.no_grad()
     def _init_and_expire(self, cb: EuclideanCodebook, r: torch.Tensor, gen: torch.Generator) -> None:
         K = cb.embed.shape[0]
         if float(cb.inited) == 0.0:
-            samples = self.env.all_gather_rows(r)
-            means, bins = kmeans(samples, K, self.cfg.kmeans_iters, gen)
-            cb.embed.copy_(means)
-            cb.embed_avg.copy_(means)
-            cb.cluster_size.copy_(bins)
-            cb.inited.fill_(1.0)
+            self._kmeans_init(cb, r, gen)
         if self.threshold <= 0:
             return
         expired = cb.cluster_size < self.threshold

@@ -191,6 +191,27 @@ class TokenizerTrainer(Trainer):
             n = sum(p.numel() for p in module.parameters() if p.requires_grad)
             log.info(f"tokenizer stage {cfg.stage}: {n:,} trained parameters")
         self._build_data()
+        if stage1 and fresh and cfg.quantizer.kmeans_init_batches > 1:
+            self._kmeans_init(cfg.quantizer.kmeans_init_batches)
+
+    @torch.no_grad()
+    def _kmeans_init(self, batches: int) -> None:
+        """k-means for the codebooks still uninitialised, on the encoder features of the first
+        ``batches`` training batches (the ones steps 1…``batches`` will train on) instead of one."""
+        inner = unwrap(self.module)
+        if not inner.quantizer.uninitialised():
+            return
+        feats = []
+        for step in range(1, batches + 1):
+            for batch in self.load_step(step)[1]:
+                batch = self._device(batch)
+                f, flen = inner.encode(batch["wav"], batch["lengths"])
+                valid = torch.arange(f.shape[1], device=f.device)[None] < flen[:, None]
+                feats.append(f[valid].float())
+        x = torch.cat(feats)
+        done = inner.quantizer.init_codebooks(x)
+        if self.env.is_main:
+            log.info(f"k-means: {done} codebook(s) initialised on {x.shape[0]:,} frames of {batches} batches")
 
     def _warm_start(self, module: TokenizerTrainModule, source: str) -> None:
         """Copy the tensors of checkpoint ``source`` whose names and shapes match into ``module``."""
