@@ -126,7 +126,7 @@ def _driver(
     tok = [
         f"model.config={tok_cfg}", "model.warm_start=null", "run.max_steps=2", "data.batch_size=4", "data.micro_batch_size=4",
         "data.segment_seconds=1.0", "a2t.dim=32", "a2t.layers=1", "a2t.heads=2", "a2t.ffn_dim=64",
-        "quantizer.kmeans_iters=2",
+        "quantizer.kmeans_iters=2", "quantizer.kmeans_init_batches=2",
     ]  # fmt: skip
     tok2 = [
         "run.max_steps=1", "data.batch_size=2", "data.micro_batch_size=2", "data.segment_seconds=0.5",
