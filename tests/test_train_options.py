@@ -230,3 +230,48 @@ def test_kmeans_init_on_several_batches(tmp_path, caplog):
     assert math.isfinite(trainer.train(stop_at=1)["loss"])
     with pytest.raises(ConfigError, match="kmeans_init_batches"):
         load_config(recipe, {"quantizer": {"kmeans_init_batches": 0}})
+
+
+def test_warm_start_can_refit_every_codebook(tmp_path):
+    """`quantizer.reinit_codebooks`: a warm start keeps the encoder and decoder but fits every
+    codebook again by k-means, the ones of matching size included."""
+    from mimo_audio.train import checkpointing
+    from test_train_common import make_clips, tok_recipe
+
+    clips = make_clips(tmp_path / "clips")
+    old = build_trainer(load_config(tok_recipe(tmp_path, clips)))
+    old.train(stop_at=2)
+    old.save()
+    packed = checkpointing.pack_checkpoint(old.out, tmp_path / "packed")
+    (tmp_path / "new").mkdir()
+    recipe = tok_recipe(
+        tmp_path / "new",
+        clips,
+        model={"warm_start": str(packed)},
+        quantizer={"reinit_codebooks": True, "kmeans_init_batches": 2},
+        run={"out_dir": str(tmp_path / "run_new")},
+    )
+    new = build_trainer(load_config(recipe))
+    mine, theirs = new.roots["train"].state_dict(), old.roots["train"].state_dict()
+    kept = [name for name in mine if name.startswith(("tokenizer.encoder.layers", "tokenizer.decoder"))]
+    assert kept
+    for name in kept:
+        assert torch.allclose(mine[name].float(), theirs[name].float(), rtol=2e-3, atol=1e-3), name
+    for i in range(8):
+        prefix = f"tokenizer.encoder.quantizer.vq.layers.{i}._codebook."
+        assert float(mine[prefix + "inited"]) == 1.0
+        assert not torch.allclose(mine[prefix + "embed"], theirs[prefix + "embed"], atol=1e-3), i
+
+
+def test_dead_code_threshold_too_high_for_the_batch_is_warned(tmp_path, caplog):
+    import logging
+
+    from test_train_common import make_clips, tok_recipe
+
+    clips = make_clips(tmp_path / "clips")
+    for threshold, warned in ((2.0, True), (0.001, False)):
+        recipe = tok_recipe(tmp_path, clips, quantizer={"threshold_ema_dead_code": threshold})
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mimo_audio.train"):
+            build_trainer(load_config(recipe))
+        assert ("most codes will be replaced every step" in caplog.text) is warned

@@ -231,14 +231,17 @@ class TokenizerDataSection:
 @dataclass
 class QuantizerSection:
     """EMA codebooks: ``decay``, Laplace ``eps``, k-means init (``kmeans_iters``) for codebooks not
-    yet initialised — on the first ``kmeans_init_batches`` training batches' encoder features —
-    and dead-code replacement below ``threshold_ema_dead_code`` (default: the model config's)."""
+    yet initialised — on the first ``kmeans_init_batches`` training batches' encoder features;
+    ``reinit_codebooks`` also re-fits warm-started ones — and dead-code replacement below
+    ``threshold_ema_dead_code`` (default: the model config's). The threshold is an EMA of uses per
+    batch: the official 2 suits batches of ~10⁵ frames, not a CPU batch of ~10³ (warned)."""
 
     decay: float = 0.99
     eps: float = 1e-5
     kmeans_init: bool = True
     kmeans_iters: int = 50
     kmeans_init_batches: int = 1
+    reinit_codebooks: bool = False
     threshold_ema_dead_code: float | None = None
 
     def __post_init__(self) -> None:

@@ -158,6 +158,8 @@ class TokenizerTrainer(Trainer):
                 module.quantizer.reset_for_kmeans()
             if fresh and cfg.model.warm_start:
                 self._warm_start(module, cfg.model.warm_start)
+                if cfg.quantizer.reinit_codebooks:
+                    module.quantizer.reset_for_kmeans()
         elif cfg.model.warm_start:
             raise ConfigError("model.warm_start is for stage 1 (stage 2 starts from model.init)")
         blocks = [*tok.encoder.layers, *tok.decoder.layers, *tok.decoder.vocoder.layers]
@@ -191,8 +193,25 @@ class TokenizerTrainer(Trainer):
             n = sum(p.numel() for p in module.parameters() if p.requires_grad)
             log.info(f"tokenizer stage {cfg.stage}: {n:,} trained parameters")
         self._build_data()
+        if stage1:
+            self._check_dead_code_threshold(module.quantizer.threshold)
         if stage1 and fresh and cfg.quantizer.kmeans_init_batches > 1:
             self._kmeans_init(cfg.quantizer.kmeans_init_batches)
+
+    def _check_dead_code_threshold(self, threshold: float) -> None:
+        """Warn when even uniformly used codes would fall below the dead-code threshold: their EMA
+        usage is about (frames per batch) / (codebook size), and every code under the threshold is
+        replaced by a random frame at every step, so the codebooks never settle."""
+        d, tok = self.cfg.data, self.tokenizer
+        frames = d.batch_size * d.segment_seconds * tok.frame_rate
+        uniform = frames / max(tok.config.codebook_sizes)
+        if self.env.is_main and threshold > 0 and uniform < 4 * threshold:
+            log.warning(
+                f"quantizer: threshold_ema_dead_code {threshold:g} is high for ~{frames:,.0f} frames per "
+                f"batch (a uniformly used code of the largest codebook gets ~{uniform:.2f} per batch): "
+                f"most codes will be replaced every step; set quantizer.threshold_ema_dead_code "
+                f"to about {uniform / 50:.2g}"
+            )
 
     @torch.no_grad()
     def _kmeans_init(self, batches: int) -> None:
