@@ -144,6 +144,7 @@ def _driver(
         "MIMO_DEFAULT_RUN": str(run),
         "MIMO_DEFAULT_STATE": str(state),
         "MIMO_DEFAULT_UTTERANCES": "30",
+        "MIMO_DEFAULT_STAGE2": "1",  # the shipped recipe skips it; the chain still proves it
         "MIMO_DEFAULT_TOK_SET": " ".join(tok + common),
         "MIMO_DEFAULT_TOK2_SET": " ".join(tok2 + common),
         "MIMO_DEFAULT_LM_SET": " ".join(lm + common),
