@@ -48,6 +48,11 @@ def tokenizer_group(name: str) -> str:
     return "decoder"
 
 
+def valid_frames(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """Mask ``[B, width]`` of the frames inside each row's length ``lengths [B]``."""
+    return torch.arange(width, device=lengths.device)[None] < lengths[:, None]
+
+
 class TokenizerTrainModule(nn.Module):
     """The tokenizer (official names under ``tokenizer.``), the A2T decoder and the mel loss."""
 
@@ -90,13 +95,13 @@ class TokenizerTrainModule(nn.Module):
         if stage == 2:
             with torch.no_grad():
                 feats, flen = self.encode(wav, lengths)
-                valid = torch.arange(feats.shape[1], device=wav.device)[None] < flen[:, None]
+                valid = valid_frames(flen, feats.shape[1])
                 codes = rvq.encode(feats[valid].float())
                 q = torch.zeros(*feats.shape, device=wav.device)
                 q[valid] = rvq.decode(codes[:codebooks] if codebooks else codes)
             return {"wav_hat": self.decode(q, flen, wav.shape[1]).clone()}  # not a view (FSDP hooks)
         feats, flen = self.encode(wav, lengths)
-        valid = torch.arange(feats.shape[1], device=wav.device)[None] < flen[:, None]
+        valid = valid_frames(flen, feats.shape[1])
         x = feats[valid].float()
         if codebooks:  # evaluation with fewer codebooks than trained
             codes = rvq.encode(x.detach())
@@ -225,7 +230,7 @@ class TokenizerTrainer(Trainer):
             for batch in self.load_step(step)[1]:
                 batch = self._device(batch)
                 f, flen = inner.encode(batch["wav"], batch["lengths"])
-                valid = torch.arange(f.shape[1], device=f.device)[None] < flen[:, None]
+                valid = valid_frames(flen, f.shape[1])
                 feats.append(f[valid].float())
         x = torch.cat(feats)
         done = inner.quantizer.init_codebooks(x)
