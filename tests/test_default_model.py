@@ -75,6 +75,9 @@ def test_no_default_is_one_clear_line(no_default, capsys, tmp_path):
         "mimo-audio: error: no default model is installed; pass --model DIR --tokenizer DIR "
         "(or set MIMO_AUDIO_MODEL and MIMO_AUDIO_TOKENIZER)"
     ]
+    assert main(["reconstruct", str(clip_path("speech_a")), str(tmp_path / "r.wav"), "--quiet"]) == 2
+    assert "no default model is installed" in capsys.readouterr().err
+    assert not (tmp_path / "r.wav").exists()
 
 
 def test_cli_tasks_and_api_use_the_default(default_dir, capsys, tmp_path):
@@ -86,6 +89,12 @@ def test_cli_tasks_and_api_use_the_default(default_dir, capsys, tmp_path):
     assert json.loads(capsys.readouterr().out)["steps"] <= 4
     model = MimoAudio.from_pretrained(device="cpu")
     assert model.tts("Hi.", max_new_steps=2, seed=0).audio is not None
+    # the tokenizer commands take the default pair's tokenizer
+    codes, wav = tmp_path / "a.safetensors", tmp_path / "a.wav"
+    assert main(["tokenize", str(clip_path("speech_a")), "--out", str(codes), "--quiet"]) == 0
+    assert main(["detokenize", str(codes), "--out", str(wav), "--quiet"]) == 0
+    assert main(["reconstruct", str(clip_path("speech_a")), str(tmp_path / "r.wav"), "--quiet"]) == 0
+    assert wav.stat().st_size > 44 and (tmp_path / "r.wav").stat().st_size > 44
 
 
 def test_serve_and_demo_resolve_the_default(default_dir):

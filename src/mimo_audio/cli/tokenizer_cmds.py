@@ -7,6 +7,7 @@ Thin wrappers over :class:`mimo_audio.tokenizer.AudioTokenizer`. Outputs are wri
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,12 @@ CODES_KEY = "codes"
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer checkpoint folder")
+    p.add_argument(
+        "--tokenizer",
+        default=os.environ.get("MIMO_AUDIO_TOKENIZER"),
+        metavar="DIR",
+        help="tokenizer checkpoint folder (env MIMO_AUDIO_TOKENIZER; default: the installed default model's)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...); default cpu")
     p.add_argument(
         "--dtype",
@@ -83,8 +89,13 @@ def _load(args: argparse.Namespace) -> AudioTokenizer:
     max_seconds = getattr(args, "max_seconds", DEFAULT_MAX_SECONDS)
     if max_seconds is not None and max_seconds <= 0:
         raise MimoAudioError(f"--max-seconds must be positive, got {max_seconds}")
+    folder = args.tokenizer
+    if not folder:
+        from ..defaults import default_model_dirs
+
+        folder = default_model_dirs()[1]
     return AudioTokenizer.from_pretrained(
-        args.tokenizer, device=args.device, dtype=args.dtype, max_seconds=max_seconds
+        folder, device=args.device, dtype=args.dtype, max_seconds=max_seconds
     )
 
 
