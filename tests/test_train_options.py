@@ -14,7 +14,7 @@ from mimo_audio.train import build_trainer, load_config
 from mimo_audio.train.config import ConfigError
 from mimo_audio.train.lm_trainer import lm_group
 from mimo_audio.train.metrics import read_csv
-from test_train_common import lm_recipe, make_lm_data, restore_threads  # noqa: F401
+from test_train_common import lm_recipe, lm_records, make_lm_data, restore_threads  # noqa: F401
 
 
 @pytest.fixture
@@ -275,3 +275,19 @@ def test_dead_code_threshold_too_high_for_the_batch_is_warned(tmp_path, caplog):
         with caplog.at_level(logging.WARNING, logger="mimo_audio.train"):
             build_trainer(load_config(recipe))
         assert ("most codes will be replaced every step" in caplog.text) is warned
+
+
+def test_eval_batches_sample_the_whole_eval_set(tmp_path, expected_tensors):
+    """An eval manifest grouped by task (ASR first, as `data synth` writes them): the few eval
+    batches still see speech targets, and every evaluation scores the same batches."""
+    recs = lm_records(expected_tensors)
+    grouped = [recs[0]] * 4 + [recs[1]] * 8  # 4 ASR records (2 eval batches in order), then 8 TTS
+    eval_manifest = make_lm_data(tmp_path / "eval", expected_tensors, grouped)
+    train = make_lm_data(tmp_path / "data", expected_tensors)
+    recipe = lm_recipe(
+        tmp_path, train, data={"eval": [str(eval_manifest)]}, run={"max_steps": 1, "eval_batches": 2}
+    )
+    trainer = build_trainer(load_config(recipe))
+    first, again = trainer.evaluate(), trainer.evaluate()
+    assert math.isfinite(first["eval/loss/cb0"]) and math.isfinite(first["eval/loss/text"])
+    assert again == first

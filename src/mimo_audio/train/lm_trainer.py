@@ -239,12 +239,15 @@ class LMTrainer(Trainer):
         self.eval_data = self.eval_plan = None
         if d.eval:
             self.eval_data = dataset(d.eval)
+            # one fixed shuffle (epoch 0 of the run's seed): every evaluation scores the same
+            # ``eval_batches`` batches, drawn across the whole eval set rather than its first records
+            # (manifests are often grouped by task, so its head may hold no speech targets at all)
             self.eval_plan = BatchPlan(
                 self.eval_data.lengths,
                 context=d.context_length,
                 batch_rows=env.world * d.micro_rows,
                 seed=cfg.run.seed,
-                shuffle=False,
+                shuffle=True,
                 pack=d.pack,
             )
 
