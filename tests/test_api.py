@@ -108,6 +108,24 @@ def test_tts_batch_equals_solo_and_audio(model):
         assert res.sample_rate == 24000 and res.audio.dtype == torch.float32 and res.audio.numel() % 960 == 0
 
 
+def test_tts_length_guard(model, monkeypatch, caplog):
+    """A TTS request without max_audio_seconds stops at the text-length cap, with a warning."""
+    import mimo_audio.api as api
+
+    assert api.tts_seconds_cap("  Hello  ") == api.TTS_BASE_SECONDS + 5 * api.TTS_SECONDS_PER_CHAR
+    monkeypatch.setattr(api, "TTS_BASE_SECONDS", 0.0)
+    monkeypatch.setattr(api, "TTS_SECONDS_PER_CHAR", 0.1)  # "Hello there." → 1.2 s
+    kw = {"template": "Read this content out loud", "stop_ids": [], "max_new_steps": 40, **GREEDY}
+    with caplog.at_level("WARNING", logger="mimo_audio"):
+        res = model.tts("Hello there.", **kw)
+    assert res.stop_reason == "max_audio"
+    # speech patches are counted as generated; the codebook delay drops a few trailing frames
+    assert 0.7 <= res.audio.numel() / res.sample_rate < 1.2 + 4 / 25 + 1e-6
+    assert "did not end its speech" in caplog.text
+    longer = model.tts("Hello there.", max_audio_seconds=2.0, **kw)  # an explicit limit wins
+    assert longer.stop_reason == "max_audio" and longer.audio.numel() > res.audio.numel() + 12_000
+
+
 def test_sampling_is_seeded(model):
     a = model.tts("Seeded run.", template="Read this content out loud", max_new_steps=6, seed=7)
     b = model.tts("Seeded run.", template="Read this content out loud", max_new_steps=6, seed=7)

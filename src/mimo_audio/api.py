@@ -133,6 +133,18 @@ class PreparedRequest:
     options: GenerationOptions
 
 
+# TTS length guard: a request without max_audio_seconds stops after this much audio, so a
+# model that never ends its speech (a weak or small one) cannot run to MAX_PATCHES (22 min of audio).
+# Natural speech needs ~0.07 s per character (English) to ~0.25 s (Mandarin); very slow speech ~0.6 s.
+TTS_BASE_SECONDS = 10.0
+TTS_SECONDS_PER_CHAR = 1.0
+
+
+def tts_seconds_cap(text: str) -> float:
+    """Default ``max_audio_seconds`` of a TTS request for ``text``: 10 s + 1 s per character."""
+    return TTS_BASE_SECONDS + TTS_SECONDS_PER_CHAR * len(text.strip())
+
+
 STREAM_CHUNK_FRAMES = 20  # frames (0.8 s) per streaming decode; the first waits for the right overlap
 
 
@@ -499,6 +511,11 @@ class MimoAudio:
             res.ids[:, prompt_cols:], self.text_tokenizer, self.config.speech_zeroemb_idx, G
         )
         audio = None
+        if want_audio and res.stop_reason == StopReason.MAX_AUDIO:
+            log.warning(
+                "the model did not end its speech; cut at %.1f s (raise max_audio_seconds / --max-seconds)",
+                codes.shape[1] / self.audio_tokenizer.frame_rate,
+            )
         if want_audio:
             if codes.shape[1] == 0:
                 audio = torch.zeros(self.sample_rate)  # the reference writes 1 s of silence
@@ -533,6 +550,8 @@ class MimoAudio:
         result to :meth:`finish`.
         """
         self._check_variant(task)
+        if task == "tts" and gen.get("max_audio_seconds") is None:
+            gen = {**gen, "max_audio_seconds": tts_seconds_cap(inputs.get("text") or "")}
         return PreparedRequest(task, self.build_prompt(task, **inputs), self.options(task, **gen))
 
     def stream_state(self, task: str, chunk_frames: int = STREAM_CHUNK_FRAMES) -> StreamState:

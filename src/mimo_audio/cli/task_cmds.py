@@ -94,6 +94,7 @@ def _gen(args: argparse.Namespace) -> dict[str, Any]:
         "speech_top_k": args.speech_top_k,
         "speech_top_p": args.speech_top_p,
         "max_new_steps": args.max_new_steps,
+        "max_audio_seconds": getattr(args, "max_seconds", None),
     }
     if args.greedy:
         g.update(greedy=True, speech_greedy=True)
@@ -362,6 +363,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--natural", action="store_true", help="the text itself holds the instruction")
     p.add_argument("--template", default=None)
     p.add_argument("--out", default="tts.wav")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="stop the speech after this many seconds (default: 10 s + 1 s per character of text)",
+    )
     _model_args(p)
     p.set_defaults(func=cmd_tts)
 
