@@ -83,6 +83,33 @@ def test_plan_is_deterministic(tmp_path):
     assert a.records != c.records
 
 
+def test_word_sequences_replace_train_sentences_only(tmp_path):
+    rng = random.Random(0)
+    for _ in range(20):
+        en, zh = synth_text.word_sequence("en", rng), synth_text.word_sequence("zh", rng)
+        assert en[0].isupper() and en.endswith(".") and len(en.split()) >= 3, en
+        assert all("\u4e00" <= ch <= "\u9fff" for ch in zh[:-1]) and zh.endswith("。"), zh
+    base = plan(tmp_path, n=200)
+    assert plan(tmp_path, n=200, word_sequences=0.0).records == base.records  # the default corpus
+    free = plan(tmp_path, n=200, word_sequences=1.0)
+
+    phrases = {t for pair in synth_text.PHRASES for t in pair}  # translation clips keep their phrases
+
+    def texts(p, split):
+        return {r["text"] for r in p.records[split]["asr"]} - phrases
+
+    assert texts(free, "test") == texts(base, "test")  # held-out sentences keep to the templates
+    assert not texts(free, "train") & texts(base, "train")
+    assert not texts(free, "train") & texts(free, "test")
+    pools = synth_text.sentence_pools(("en",), 50, 20, 0, word_sequences=1.0)
+    templated = synth_text.sentence_pools(("en",), 50, 20, 0)
+    assert pools["test"] == templated["test"] and not set(pools["train"]["en"]) & set(
+        templated["train"]["en"]
+    )
+    with pytest.raises(synth.MimoAudioError, match="word-sequences"):
+        synth.SynthOptions(out=tmp_path, word_sequences=1.5)
+
+
 def test_languages_option(tmp_path):
     p = plan(tmp_path, n=30, languages=("en",))
     assert {c.lang for c in p.clips.values()} == {"en"}

@@ -28,6 +28,12 @@ def register(data_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
     p.add_argument("--languages", default="en,zh", help="comma list of en, zh (default en,zh)")
     p.add_argument("--test-fraction", type=float, default=0.1, help="held-out clips per train clip (0.1)")
+    p.add_argument(
+        "--word-sequences",
+        type=float,
+        default=0.0,
+        help="share of train sentences that are template-free word sequences (0; held-out keeps templates)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="parallel rendering processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
@@ -61,6 +67,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         languages=tuple(x.strip() for x in args.languages.split(",") if x.strip()),
         test_fraction=args.test_fraction,
+        word_sequences=args.word_sequences,
         jobs=args.jobs,
         progress=not args.quiet,
     )

@@ -94,6 +94,7 @@ class SynthOptions:
     seed: int = 0
     languages: tuple[str, ...] = ("en", "zh")
     test_fraction: float = 0.1
+    word_sequences: float = 0.0  # share of train sentences that are template-free word sequences
     jobs: int = 1
     progress: bool = True
 
@@ -106,6 +107,8 @@ class SynthOptions:
             raise MimoAudioError(f"--utterances must be >= 1, got {self.utterances}")
         if not 0 < self.test_fraction < 1:
             raise MimoAudioError(f"--test-fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0 <= self.word_sequences <= 1:
+            raise MimoAudioError(f"--word-sequences must be in [0, 1], got {self.word_sequences}")
         if self.jobs < 1:
             raise MimoAudioError(f"--jobs must be >= 1, got {self.jobs}")
 
@@ -251,7 +254,9 @@ def build_plan(opts: SynthOptions) -> Plan:
     k = max(2, round(len(everyone) * HELD_OUT_SPEAKERS))
     split_speakers = {"test": everyone[:k], "train": everyone[k:]}
     n_test = max(1, round(opts.utterances * opts.test_fraction))
-    pools = st.sentence_pools(opts.languages, max(50, opts.utterances), max(20, n_test), opts.seed)
+    pools = st.sentence_pools(
+        opts.languages, max(50, opts.utterances), max(20, n_test), opts.seed, opts.word_sequences
+    )
     phrases = st.phrase_split(opts.seed, 0.2)
     plan = Plan()
     for split, n in (("train", opts.utterances), ("test", n_test)):
@@ -312,7 +317,7 @@ def synthesize(opts: SynthOptions) -> dict:
     }
     meta = {
         "options": {"utterances": opts.utterances, "seed": opts.seed, "languages": list(opts.languages),
-                    "test_fraction": opts.test_fraction},
+                    "test_fraction": opts.test_fraction, "word_sequences": opts.word_sequences},
         "clips": len(clips),
         "hours": hours,
         "records": counts,

@@ -176,13 +176,29 @@ def sentence(lang: str, rng: random.Random) -> str:
     return template.format(**slots)
 
 
+def word_sequence(lang: str, rng: random.Random) -> str:
+    """A template-free sentence: 3–7 slot phrases of ``lang`` (any slot, any order), e.g. "Emma the
+    yellow door quiet at midnight." Such sentences carry no sentence-level prior, so a model trained
+    on them has to hear each word (docs/DEFAULT_MODEL.md §7, session 6)."""
+    words = {"en": _EN, "zh": _ZH}.get(lang)
+    if words is None:
+        raise ValueError(f"unknown language {lang!r} (known: {', '.join(LANGUAGES)})")
+    units = [rng.choice(words[k]) for k in rng.choices(sorted(words), k=rng.randint(3, 7))]
+    if lang == "zh":
+        return "".join(units) + "。"
+    text = " ".join(units)
+    return text[0].upper() + text[1:] + "."
+
+
 def sentence_pools(
-    languages: tuple[str, ...], n_train: int, n_test: int, seed: int
+    languages: tuple[str, ...], n_train: int, n_test: int, seed: int, word_sequences: float = 0.0
 ) -> dict[str, dict[str, list[str]]]:
     """Disjoint train and held-out sentence pools per language: ``{"train"|"test": {lang: [...]}}``.
 
     Held-out sentences are drawn first from their own stream; train draws skip them. A pool may be
-    smaller than asked when the templates run out of distinct sentences.
+    smaller than asked when the templates run out of distinct sentences. ``word_sequences`` is the
+    share of train sentences drawn by :func:`word_sequence` instead of the templates (the held-out
+    pool keeps to the templates); at 0 the pools are those of earlier versions.
     """
     pools: dict[str, dict[str, list[str]]] = {"train": {}, "test": {}}
     for lang in languages:
@@ -193,7 +209,8 @@ def sentence_pools(
             for _ in range(n * 20):
                 if len(out) >= n:
                     break
-                s = sentence(lang, rng)
+                free = split == "train" and word_sequences > 0 and rng.random() < word_sequences
+                s = word_sequence(lang, rng) if free else sentence(lang, rng)
                 if s not in taken:
                     taken.add(s)
                     out.append(s)
