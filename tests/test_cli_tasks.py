@@ -165,6 +165,7 @@ def _unpaired(d: Path) -> Path:
         (["tts", "Hi", "--out", "x.txt"], "use a .wav"),
         (["tts", "Hi", "--temperature", "-1", "--out", "{tmp}/t.wav"], "temperature"),
         (["tts", "Hi", "--top-p", "1.5", "--out", "{tmp}/t.wav"], "top_p"),
+        (["tts", "Hi", "--max-seconds", "0", "--out", "{tmp}/t.wav"], "--max-seconds must be > 0"),
         (["tts", "word " * 400, "--max-len", "64", "--out", "{tmp}/t.wav"], "patches"),
         (
             ["fewshot", str(CLIPS[0]), "--examples-dir", "{tmp}/empty", "--out", "{tmp}/f.wav"],

@@ -511,12 +511,12 @@ class MimoAudio:
             res.ids[:, prompt_cols:], self.text_tokenizer, self.config.speech_zeroemb_idx, G
         )
         audio = None
-        if want_audio and res.stop_reason == StopReason.MAX_AUDIO:
-            log.warning(
-                "the model did not end its speech; cut at %.1f s (raise max_audio_seconds / --max-seconds)",
-                codes.shape[1] / self.audio_tokenizer.frame_rate,
-            )
         if want_audio:
+            if res.stop_reason == StopReason.MAX_AUDIO:
+                log.warning(
+                    "the model did not end its speech; cut at %.1f s (raise max_audio_seconds / --max-seconds)",
+                    codes.shape[1] / self.audio_tokenizer.frame_rate,
+                )
             if codes.shape[1] == 0:
                 audio = torch.zeros(self.sample_rate)  # the reference writes 1 s of silence
             else:

@@ -94,7 +94,6 @@ def _gen(args: argparse.Namespace) -> dict[str, Any]:
         "speech_top_k": args.speech_top_k,
         "speech_top_p": args.speech_top_p,
         "max_new_steps": args.max_new_steps,
-        "max_audio_seconds": getattr(args, "max_seconds", None),
     }
     if args.greedy:
         g.update(greedy=True, speech_greedy=True)
@@ -151,6 +150,8 @@ def cmd_tts(args: argparse.Namespace) -> int:
     text = args.text if args.text != "-" else sys.stdin.read()
     if args.voice:
         _check_files([args.voice])
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        raise MimoAudioError(f"--max-seconds must be > 0, got {args.max_seconds}")
     model = _load(args)
     res = model.tts(
         text,
@@ -158,6 +159,7 @@ def cmd_tts(args: argparse.Namespace) -> int:
         voice=args.voice,
         natural_instruction=args.natural,
         template=args.template,
+        max_audio_seconds=args.max_seconds,
         **_gen(args),
     )
     _emit(args, [(None, res)], out)
