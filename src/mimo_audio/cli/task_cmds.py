@@ -326,7 +326,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if task == "instruct_tts" and not args.instruction:
             raise MimoAudioError("--task instruct_tts needs --instruction")
         ns = argparse.Namespace(**vars(args))
-        ns.out, ns.voice, ns.natural, ns.template = out, args.prompt, False, None
+        ns.out, ns.voice, ns.natural, ns.template, ns.max_seconds = out, args.prompt, False, None, None
         return cmd_tts(ns)
     if task == "continuation":
         if not args.prompt or not out:
