@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train the default model pair end to end on CPU, resumably (docs/DEFAULT_MODEL.md):
-#   synth → tokenizer stage 1 → export → encode → tokenizer stage 2 → export → LM → export → release
+#   synth → tokenizer stage 1 → export → encode → [tokenizer stage 2 → export] → LM → export
+#   → synth2 → encode2 → LM stage 2 → export → release
 # Each step leaves a marker in $RUN/done/ and is skipped when its marker exists; an interrupted
 # training step resumes from its latest checkpoint, so a later session continues where this one stopped.
 # The run folder lives on one machine; training progress also goes to $STATE in the repository
@@ -19,7 +20,8 @@
 #   MIMO_DEFAULT_STOP_AFTER  seconds from the start of this script after which training stops: the step
 #                         in progress is checkpointed (`train --time-limit`), the script exits 0 and a
 #                         rerun continues exactly; SIGTERM does the same. Default: no limit
-#   MIMO_DEFAULT_TOK_SET, MIMO_DEFAULT_TOK2_SET, MIMO_DEFAULT_LM_SET
+#   MIMO_DEFAULT_WORD_SEQUENCES  share of template-free training sentences in the second corpus (0.5)
+#   MIMO_DEFAULT_TOK_SET, MIMO_DEFAULT_TOK2_SET, MIMO_DEFAULT_LM_SET, MIMO_DEFAULT_LM2_SET
 #                         extra space-separated KEY=VALUE recipe overrides (e.g. "run.max_steps=100")
 #   MIMO_AUDIO_BIN        the mimo-audio command (default: .venv/bin/mimo-audio of this checkout)
 set -euo pipefail
@@ -102,16 +104,59 @@ export_() {
     mark "$1"
 }
 
-# 1. corpus
-if ! done_ synth; then
-    size=(--hours "${MIMO_DEFAULT_HOURS:-20}")
+# synth NAME OUT [ARGS...]: render a corpus (deterministic given its options); clips already in
+# OUT are skipped, so a corpus that shares clips with $C starts from hard links to them
+synth() {
+    local name=$1 out=$2
+    shift 2
+    done_ "$name" && return 0
+    local size=(--hours "${MIMO_DEFAULT_HOURS:-20}")
     [[ -n ${MIMO_DEFAULT_UTTERANCES:-} ]] && size=(--utterances "$MIMO_DEFAULT_UTTERANCES")
-    log "synth: ${size[*]} into $RUN/corpus"
-    "$BIN" data synth --out "$RUN/corpus" "${size[@]}" --seed "${MIMO_DEFAULT_SEED:-0}" \
-        --jobs "${MIMO_DEFAULT_JOBS:-2}" --quiet >/dev/null
-    mark synth
-fi
+    if [[ $out != "$C" && -d $C/clips && ! -e $out/clips ]]; then
+        mkdir -p "$out" && cp -al "$C/clips" "$out/clips"
+    fi
+    log "$name: ${size[*]} $* into $out"
+    "$BIN" data synth --out "$out" "${size[@]}" --seed "${MIMO_DEFAULT_SEED:-0}" \
+        --jobs "${MIMO_DEFAULT_JOBS:-2}" --quiet "$@" >/dev/null
+    mark "$name"
+}
+
+# encode NAME CORPUS SHARDS: LM code shards of the train and test LM manifests. The codes also go
+# to $STATE/codes.npz (keyed by clip), so another machine rebuilds the shards without the encoder
+# and a second corpus encodes only its new clips.
+encode() {
+    local name=$1 corpus=$2 shards=$3 split limit rc
+    done_ "$name" && return 0
+    for split in train test; do
+        log "$name: $split"
+        limit=()
+        if ((STOP_AFTER > 0)); then
+            left=$((DEADLINE - $(date +%s)))
+            ((left > 0)) || { log "time limit reached; run this script again to continue"; exit 0; }
+            limit=(timeout -s TERM "$left")
+        fi
+        rc=0
+        "${limit[@]}" "$BIN" data encode "$corpus/${split}_lm.jsonl" --tokenizer "$RUN/export/tokenizer1" \
+            --codes "$STATE/codes.npz" --out "$shards/$split" --shard-size 2000 --batch-size 8 \
+            >/dev/null &
+        TRAIN_PID=$!
+        wait "$TRAIN_PID" || rc=$?
+        ((rc == 143 || rc == 130)) && { wait "$TRAIN_PID" || rc=$?; }
+        TRAIN_PID=
+        if ((rc == 124 || rc == 143 || rc == 130)); then # deadline or signal: finished shards are kept
+            log "$name: stopped; run this script again to continue"
+            exit 0
+        fi
+        ((rc == 0)) || exit "$rc"
+    done
+    mark "$name"
+}
+
+# 1. corpus (seed 0, template sentences); not needed once both stage-1 trainings are finished
 C=$RUN/corpus
+STAGE1_DONE=0
+trained tokenizer1 && trained lm && [[ $STAGE2 != 1 ]] && STAGE1_DONE=1
+((STAGE1_DONE)) || synth synth "$C"
 
 # 2–3. tokenizer stage 1
 setargs "${MIMO_DEFAULT_TOK_SET:-}"
@@ -120,33 +165,8 @@ train tokenizer tokenizer1 "$RECIPES/default_tokenizer.yaml" "$RUN/tokenizer1" \
     "${SETARGS[@]}"
 export_ export_tokenizer1 "$RUN/tokenizer1" "$RUN/export/tokenizer1" "$STATE/tokenizer1"
 
-# 4. code shards (stage 2 freezes the encoder and quantizer, so the stage-1 codes are final). The
-# codes also go to $STATE/codes.npz, so another machine rebuilds the shards without the encoder.
-if ! done_ encode; then
-    for split in train test; do
-        log "encode: $split"
-        limit=()
-        if ((STOP_AFTER > 0)); then
-            left=$((DEADLINE - $(date +%s)))
-            ((left > 0)) || { log "time limit reached; run this script again to continue"; exit 0; }
-            limit=(timeout -s TERM "$left")
-        fi
-        rc=0
-        "${limit[@]}" "$BIN" data encode "$C/${split}_lm.jsonl" --tokenizer "$RUN/export/tokenizer1" \
-            --codes "$STATE/codes.npz" --out "$RUN/shards/$split" --shard-size 2000 --batch-size 8 \
-            >/dev/null &
-        TRAIN_PID=$!
-        wait "$TRAIN_PID" || rc=$?
-        ((rc == 143 || rc == 130)) && { wait "$TRAIN_PID" || rc=$?; }
-        TRAIN_PID=
-        if ((rc == 124 || rc == 143 || rc == 130)); then # deadline or signal: finished shards are kept
-            log "encode: stopped; run this script again to continue"
-            exit 0
-        fi
-        ((rc == 0)) || exit "$rc"
-    done
-    mark encode
-fi
+# 4. code shards (stage 2 freezes the encoder and quantizer, so the stage-1 codes are final)
+((STAGE1_DONE)) || encode encode "$C" "$RUN/shards"
 
 # 5. tokenizer stage 2 (GAN fine-tuning of the decoder + vocoder)
 TOKENIZER=$RUN/export/tokenizer1
@@ -160,18 +180,31 @@ if [[ $STAGE2 == 1 ]]; then
     TOKENIZER=$RUN/export/tokenizer2
 fi
 
-# 6–7. LM
+# 6–7. LM stage 1 (template sentences). It was stopped at step 5 721 of its 10 000 when it had
+# memorised the training sentences (docs/DEFAULT_MODEL.md section 7, session 6): $STATE/done/lm
+# records that, so the packed step-5 721 state is its result
 setargs "${MIMO_DEFAULT_LM_SET:-}"
 train lm lm "$RECIPES/default_lm.yaml" "$RUN/lm" \
     --set "data.train=[$RUN/shards/train]" --set "data.eval=[$RUN/shards/test]" \
     "${SETARGS[@]}"
 export_ export_lm "$RUN/lm" "$RUN/export/lm" "$STATE/lm"
 
-# 8. release folder: model/ + tokenizer/ in the official format (MIMO_AUDIO_DEFAULT_DIR=$RUN/release)
+# 8–9. LM stage 2: fine-tuned on a second corpus of the same seed in which half the training
+# sentences are template-free word sequences (the held-out split is the same as the first corpus's)
+C2=$RUN/corpus2
+synth synth2 "$C2" --word-sequences "${MIMO_DEFAULT_WORD_SEQUENCES:-0.5}"
+encode encode2 "$C2" "$RUN/shards2"
+setargs "${MIMO_DEFAULT_LM2_SET:-}"
+train lm lm2 "$RECIPES/default_lm2.yaml" "$RUN/lm2" --set "model.init=$RUN/export/lm" \
+    --set "data.train=[$RUN/shards2/train]" --set "data.eval=[$RUN/shards2/test]" \
+    "${SETARGS[@]}"
+export_ export_lm2 "$RUN/lm2" "$RUN/export/lm2" "$STATE/lm2"
+
+# 10. release folder: model/ + tokenizer/ in the official format (MIMO_AUDIO_DEFAULT_DIR=$RUN/release)
 if ! done_ release; then
     rm -rf "$RUN/release.tmp"
     mkdir -p "$RUN/release.tmp"
-    cp -r "$RUN/export/lm" "$RUN/release.tmp/model"
+    cp -r "$RUN/export/lm2" "$RUN/release.tmp/model"
     cp -r "$TOKENIZER" "$RUN/release.tmp/tokenizer"
     rm -rf "$RUN/release"
     mv "$RUN/release.tmp" "$RUN/release"
