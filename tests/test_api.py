@@ -126,6 +126,22 @@ def test_tts_length_guard(model, monkeypatch, caplog):
     assert longer.stop_reason == "max_audio" and longer.audio.numel() > res.audio.numel() + 12_000
 
 
+def test_asr_length_guard(model, monkeypatch, caplog):
+    """An ASR request without max_new_steps stops at the audio-length cap, with a warning."""
+    import mimo_audio.api as api
+
+    assert api.asr_steps_cap(10) == api.ASR_BASE_STEPS + 10 * api.ASR_STEPS_PER_PATCH
+    monkeypatch.setattr(api, "ASR_BASE_STEPS", 3)
+    monkeypatch.setattr(api, "ASR_STEPS_PER_PATCH", 0)
+    kw = {"template": "Please transcribe this audio", "stop_ids": [], **GREEDY}
+    with caplog.at_level("WARNING", logger="mimo_audio"):
+        res = model.asr(clip_path("speech_a"), **kw)
+    assert res.stop_reason == "max_new_steps" and res.steps == 3
+    assert "did not end its transcript" in caplog.text
+    longer = model.asr(clip_path("speech_a"), max_new_steps=5, **kw)  # an explicit limit wins
+    assert longer.stop_reason == "max_new_steps" and longer.steps == 5
+
+
 def test_sampling_is_seeded(model):
     a = model.tts("Seeded run.", template="Read this content out loud", max_new_steps=6, seed=7)
     b = model.tts("Seeded run.", template="Read this content out loud", max_new_steps=6, seed=7)

@@ -145,6 +145,18 @@ def tts_seconds_cap(text: str) -> float:
     return TTS_BASE_SECONDS + TTS_SECONDS_PER_CHAR * len(text.strip())
 
 
+# ASR length guard: a request without max_new_steps stops after this many text tokens, so a model
+# that never closes its transcript cannot run to MAX_PATCHES. Speech carries ~3-5 tokens/s (English
+# words, Mandarin characters); the cap allows 25 per second of audio (4 per patch) plus a margin.
+ASR_BASE_STEPS = 64
+ASR_STEPS_PER_PATCH = 4
+
+
+def asr_steps_cap(prompt_patches: int) -> int:
+    """Default ``max_new_steps`` of an ASR request whose prompt holds ``prompt_patches`` patches."""
+    return ASR_BASE_STEPS + ASR_STEPS_PER_PATCH * prompt_patches
+
+
 STREAM_CHUNK_FRAMES = 20  # frames (0.8 s) per streaming decode; the first waits for the right overlap
 
 
@@ -511,6 +523,8 @@ class MimoAudio:
             res.ids[:, prompt_cols:], self.text_tokenizer, self.config.speech_zeroemb_idx, G
         )
         audio = None
+        if preset is PRESETS["asr"] and res.stop_reason == StopReason.MAX_NEW_STEPS:
+            log.warning("the model did not end its transcript; cut at %d tokens", len(res.text_ids))
         if want_audio:
             if res.stop_reason == StopReason.MAX_AUDIO:
                 log.warning(
@@ -552,7 +566,10 @@ class MimoAudio:
         self._check_variant(task)
         if task == "tts" and gen.get("max_audio_seconds") is None:
             gen = {**gen, "max_audio_seconds": tts_seconds_cap(inputs.get("text") or "")}
-        return PreparedRequest(task, self.build_prompt(task, **inputs), self.options(task, **gen))
+        prompt = self.build_prompt(task, **inputs)
+        if task == "asr" and gen.get("max_new_steps") is None:
+            gen = {**gen, "max_new_steps": asr_steps_cap(prompt.shape[-1] // self.config.group_size)}
+        return PreparedRequest(task, prompt, self.options(task, **gen))
 
     def stream_state(self, task: str, chunk_frames: int = STREAM_CHUNK_FRAMES) -> StreamState:
         """Incremental post-processing for one request of ``task`` (text pieces, streamed audio
