@@ -46,6 +46,26 @@ def test_bf16_autocast_trains(tmp_path, manifest):
     assert bf16 == pytest.approx(plain, rel=0.05)
 
 
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch, caplog):
+    from mimo_audio.train import distributed
+    from mimo_audio.train.config import DistributedSection
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert not distributed.cpu_has_bf16()
+    with caplog.at_level("WARNING", logger="mimo_audio"):
+        distributed.init_distributed(
+            DistributedSection(strategy="none", device="cpu", mixed_precision="none")
+        )
+        assert "no bf16 instructions" not in caplog.text
+        env = distributed.init_distributed(
+            DistributedSection(strategy="none", device="cpu", mixed_precision="bf16")
+        )
+    assert env.mixed_precision is torch.bfloat16 and "no bf16 instructions" in caplog.text
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert distributed.cpu_has_bf16()
+
+
 def test_stage1_text_only_freezes_the_patch_decoder(tmp_path, manifest):
     recipe = lm_recipe(
         tmp_path,

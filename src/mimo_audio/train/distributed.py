@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import logging
 import os
 import socket
 from collections.abc import Callable, Iterable, Sequence
@@ -20,6 +21,8 @@ import torch.distributed as dist
 from torch import nn
 
 from .config import ConfigError, DistributedSection
+
+log = logging.getLogger(__name__)
 
 MP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -109,7 +112,19 @@ def init_distributed(cfg: DistributedSection) -> DistEnv:
     if strategy == "auto":
         strategy = "ddp" if world > 1 else "none"
     mp = MP_DTYPES.get(cfg.mixed_precision)
+    if mp is torch.bfloat16 and device.type == "cpu" and not cpu_has_bf16():
+        log.warning(
+            "this CPU has no bf16 instructions (AVX512-BF16 / AMX): bf16 autocast runs far slower than fp32 "
+            "here; set distributed.mixed_precision=none"
+        )
     return DistEnv(rank, world, local_rank, device, strategy, mp)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); ``True`` when torch cannot tell."""
+    probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [f for f in probes if f is not None]
+    return not probes or any(f() for f in probes)
 
 
 def shutdown_distributed(barrier: bool = False) -> None:

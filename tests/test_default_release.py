@@ -1,0 +1,66 @@
+"""The shipped default model pair, judged in short form (issue #8; docs/DEFAULT_MODEL.md §8).
+
+A small corpus of the default's seed (its held-out voices and sentences are held out of the
+default's training corpora too: the held-out speakers are fixed by the seed, and the held-out
+sentences come first from their own stream, which train draws skip; tests/test_data_synth.py) goes through ``scripts/eval_default.sh`` with a handful of clips per
+suite; the floors sit below the model card's full-size numbers (``quality.json``), so a regression
+in the tokenizer, the LM, the prompts or the generation loop fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mimo_audio import defaults
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = (defaults.PACKAGE_DEFAULT_DIR / "quality.json").is_file()
+BIN = Path(sys.executable).parent / "mimo-audio"
+
+pytestmark = [
+    pytest.mark.skipif(not SHIPPED, reason="no trained default model ships in this checkout"),
+    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng"),
+]
+
+# short-form floors (tokenizer, asr, tts, vc counts "4 8 6 4"); the card's full-size numbers are
+# in quality.json and docs/DEFAULT_MODEL.md §8
+COUNTS = "4 8 6 4"
+FLOORS = {"stoi": 0.80, "asr_cer": 0.40, "tts_dtw": 2 / 6, "vc_closer": 0.5}
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("default_release")
+    corpus = tmp / "corpus"
+    subprocess.run(
+        [BIN, "data", "synth", "--out", corpus, "--utterances", "60", "--seed", "0", "--test-fraction", "0.5",
+         "--jobs", "2", "--quiet"],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    env = {
+        **os.environ,
+        "MIMO_EVAL_COUNTS": COUNTS,
+        "MIMO_AUDIO_BIN": str(BIN),
+        "MIMO_AUDIO_PYTHON": sys.executable,
+    }
+    env.pop(defaults.ENV_DEFAULT_DIR, None)
+    out = subprocess.run(
+        ["bash", ROOT / "scripts" / "eval_default.sh", "", corpus, tmp / "eval"],
+        check=True, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_short_form_quality(summary):
+    assert summary["tokenizer"]["stoi"] >= FLOORS["stoi"], summary["tokenizer"]
+    for lang, row in summary["asr"]["per_language"].items():
+        assert row["char_error_rate"] <= FLOORS["asr_cer"], (lang, row)
+    assert summary["tts"]["dtw_identification"] >= FLOORS["tts_dtw"], summary["tts"]
+    assert summary["vc"]["closer_to_target"] >= FLOORS["vc_closer"], summary["vc"]
