@@ -30,7 +30,7 @@ if [[ -n $RELEASE ]]; then
     pair=(--model "$RELEASE/model" --tokenizer "$RELEASE/tokenizer")
 else
     RELEASE=$("$PY" -c 'from mimo_audio.defaults import resolve_model_pair; print(resolve_model_pair(None, None)[1].parent)')
-    pair=(--tokenizer "$RELEASE/tokenizer")
+    pair=(--model "$RELEASE/model" --tokenizer "$RELEASE/tokenizer")
 fi
 mkdir -p "$OUT"
 declare -A COUNT=([tokenizer]=$N_TOK [asr]=$N_ASR [tts]=$N_TTS [vc]=$N_VC)

@@ -93,14 +93,14 @@ train() {
     mark "$name"
 }
 
-# export NAME RUN_DIR OUT_DIR [PACKED]: from the packed state when there is one (so every machine
-# exports the same weights and the code store stays valid), else from the run folder
+# export NAME RUN_DIR OUT_DIR [PACKED [DTYPE]]: from the packed state when there is one (so every
+# machine exports the same weights and the code store stays valid), else from the run folder
 export_() {
     done_ "$1" && [[ -e $3/config.json ]] && { log "$1: done"; return 0; }
     local src=$2
     [[ -n ${4:-} && -e ${4:-}/trainer.json ]] && src=$4
     log "$1: exporting $src → $3"
-    "$BIN" export "$src" --out "$3" --dtype float32 --overwrite >/dev/null
+    "$BIN" export "$src" --out "$3" --dtype "${5:-float32}" --overwrite >/dev/null
     mark "$1"
 }
 
@@ -198,7 +198,7 @@ setargs "${MIMO_DEFAULT_LM2_SET:-}"
 train lm lm2 "$RECIPES/default_lm2.yaml" "$RUN/lm2" --set "model.init=$RUN/export/lm" \
     --set "data.train=[$RUN/shards2/train]" --set "data.eval=[$RUN/shards2/test]" \
     "${SETARGS[@]}"
-export_ export_lm2 "$RUN/lm2" "$RUN/export/lm2" "$STATE/lm2"
+export_ export_lm2 "$RUN/lm2" "$RUN/export/lm2" "$STATE/lm2" bfloat16 # the shipped LM (loads as fp32 on CPU)
 
 # 10. release folder: model/ + tokenizer/ in the official format (MIMO_AUDIO_DEFAULT_DIR=$RUN/release)
 if ! done_ release; then
