@@ -157,6 +157,7 @@ def _driver(
         "MIMO_DEFAULT_TOK_SET": " ".join(tok + common),
         "MIMO_DEFAULT_TOK2_SET": " ".join(tok2 + common),
         "MIMO_DEFAULT_LM_SET": " ".join(lm + common),
+        "MIMO_DEFAULT_LM2_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
     }
     return subprocess.run(
         ["bash", str(ROOT / "scripts/train_default.sh")], env=env, capture_output=True, text=True, timeout=600
@@ -179,9 +180,15 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
         "tokenizer2",
         "lm",
         "export_lm",
+        "synth2",
+        "encode2",
+        "lm2",
+        "export_lm2",
         "release",
     ):
         assert (run / "done" / step).is_file(), step
+    meta2 = json.loads((run / "corpus2/meta.json").read_text())
+    assert meta2["options"]["word_sequences"] == 0.5, meta2
     assert sorted(p.name for p in (release / "model").iterdir()) == [
         "config.json",
         "model.safetensors",
@@ -198,7 +205,7 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
     assert isinstance(text.text, str) and text.steps <= 6
 
     # a second session: finished steps are skipped, the LM resumes from its checkpoint for one more step
-    for step in ("tokenizer1", "tokenizer2", "lm"):  # each finished training step is packed in the state
+    for step in ("tokenizer1", "tokenizer2", "lm", "lm2"):  # each finished training step is packed in the state
         assert (state / "done" / step).is_file() and (state / step / "trainer.json").is_file(), step
         assert not (state / step / "optim.pt").exists()
     for marker in ("lm", "export_lm", "release"):
