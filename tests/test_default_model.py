@@ -205,7 +205,12 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
     assert isinstance(text.text, str) and text.steps <= 6
 
     # a second session: finished steps are skipped, the LM resumes from its checkpoint for one more step
-    for step in ("tokenizer1", "tokenizer2", "lm", "lm2"):  # each finished training step is packed in the state
+    for step in (
+        "tokenizer1",
+        "tokenizer2",
+        "lm",
+        "lm2",
+    ):  # each finished training step is packed in the state
         assert (state / "done" / step).is_file() and (state / step / "trainer.json").is_file(), step
         assert not (state / step / "optim.pt").exists()
     for marker in ("lm", "export_lm", "release"):
