@@ -17,6 +17,7 @@ voices.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import sys
@@ -32,6 +33,7 @@ from mimo_audio.eval.metrics.text import cer
 ROWS = (("train", "train"), ("test", "train"), ("train", "test"), ("test", "test"))
 
 
+@functools.cache  # each manifest is read once, not once per cell
 def plain_records(corpus: Path, split: str) -> list[dict]:
     lines = (corpus / f"{split}_asr.jsonl").read_text(encoding="utf-8").splitlines()
     return [r for r in map(json.loads, filter(None, lines)) if _plain(r)]
