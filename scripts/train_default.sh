@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the default model pair end to end on CPU, resumably (docs/DEFAULT_MODEL.md):
 #   synth → tokenizer stage 1 → export → encode → [tokenizer stage 2 → export] → LM → export
-#   → synth2 → encode2 → LM stage 2 → export → release
+#   → synth2 → encode2 → LM stage 2 → export → synth3 → encode3 → LM stage 3 → export → release
 # Each step leaves a marker in $RUN/done/ and is skipped when its marker exists; an interrupted
 # training step resumes from its latest checkpoint, so a later session continues where this one stopped.
 # The run folder lives on one machine; training progress also goes to $STATE in the repository
@@ -21,7 +21,10 @@
 #                         in progress is checkpointed (`train --time-limit`), the script exits 0 and a
 #                         rerun continues exactly; SIGTERM does the same. Default: no limit
 #   MIMO_DEFAULT_WORD_SEQUENCES  share of template-free training sentences in the second corpus (0.5)
-#   MIMO_DEFAULT_TOK_SET, MIMO_DEFAULT_TOK2_SET, MIMO_DEFAULT_LM_SET, MIMO_DEFAULT_LM2_SET
+#   MIMO_DEFAULT_WORD_SEQUENCES3 the same for the third corpus (0.75; it must differ from the second's,
+#                         or the two corpora hold the same sentences)
+#   MIMO_DEFAULT_TOK_SET, MIMO_DEFAULT_TOK2_SET, MIMO_DEFAULT_LM_SET, MIMO_DEFAULT_LM2_SET,
+#   MIMO_DEFAULT_LM3_SET
 #                         extra space-separated KEY=VALUE recipe overrides (e.g. "run.max_steps=100")
 #   MIMO_AUDIO_BIN        the mimo-audio command (default: .venv/bin/mimo-audio of this checkout)
 set -euo pipefail
@@ -105,16 +108,19 @@ export_() {
 }
 
 # synth NAME OUT [ARGS...]: render a corpus (deterministic given its options); clips already in
-# OUT are skipped, so a corpus that shares clips with $C starts from hard links to them
+# OUT are skipped, so a corpus that shares clips with $C (else $C2) starts from hard links to them
 synth() {
     local name=$1 out=$2
     shift 2
     done_ "$name" && return 0
     local size=(--hours "${MIMO_DEFAULT_HOURS:-20}")
     [[ -n ${MIMO_DEFAULT_UTTERANCES:-} ]] && size=(--utterances "$MIMO_DEFAULT_UTTERANCES")
-    if [[ $out != "$C" && -d $C/clips && ! -e $out/clips ]]; then
-        mkdir -p "$out" && cp -al "$C/clips" "$out/clips"
-    fi
+    local src
+    for src in "$C" "${C2:-}"; do
+        if [[ -n $src && $out != "$src" && -d $src/clips && ! -e $out/clips ]]; then
+            mkdir -p "$out" && cp -al "$src/clips" "$out/clips"
+        fi
+    done
     log "$name: ${size[*]} $* into $out"
     "$BIN" data synth --out "$out" "${size[@]}" --seed "${MIMO_DEFAULT_SEED:-0}" \
         --jobs "${MIMO_DEFAULT_JOBS:-2}" --quiet "$@" >/dev/null
@@ -198,13 +204,26 @@ setargs "${MIMO_DEFAULT_LM2_SET:-}"
 train lm lm2 "$RECIPES/default_lm2.yaml" "$RUN/lm2" --set "model.init=$RUN/export/lm" \
     --set "data.train=[$RUN/shards2/train]" --set "data.eval=[$RUN/shards2/test]" \
     "${SETARGS[@]}"
-export_ export_lm2 "$RUN/lm2" "$RUN/export/lm2" "$STATE/lm2" bfloat16 # the shipped LM (loads as fp32 on CPU)
+export_ export_lm2 "$RUN/lm2" "$RUN/export/lm2" "$STATE/lm2" # float32: LM stage 3 starts from it
 
-# 10. release folder: model/ + tokenizer/ in the official format (MIMO_AUDIO_DEFAULT_DIR=$RUN/release)
+# 10–11. LM stage 3: a third corpus of the same seed (new training sentences, 3/4 of them word
+# sequences; the held-out split is the same), trained on together with the second
+C3=$RUN/corpus3
+synth synth3 "$C3" --word-sequences "${MIMO_DEFAULT_WORD_SEQUENCES3:-0.75}"
+encode encode3 "$C3" "$RUN/shards3"
+setargs "${MIMO_DEFAULT_LM3_SET:-}"
+train lm lm3 "$RECIPES/default_lm3.yaml" "$RUN/lm3" --set "model.init=$RUN/export/lm2" \
+    --set "data.train=[$RUN/shards2/train,$RUN/shards3/train]" --set "data.eval=[$RUN/shards2/test]" \
+    "${SETARGS[@]}"
+export_ export_lm3 "$RUN/lm3" "$RUN/export/lm3" "$STATE/lm3" bfloat16 # the shipped LM (loads as fp32 on CPU)
+
+# 12. release folder: model/ + tokenizer/ in the official format (MIMO_AUDIO_DEFAULT_DIR=$RUN/release)
 if ! done_ release; then
     rm -rf "$RUN/release.tmp"
     mkdir -p "$RUN/release.tmp"
-    cp -r "$RUN/export/lm2" "$RUN/release.tmp/model"
+    cp -r "$RUN/export/lm3" "$RUN/release.tmp/model"
+    # the samplers measured best for this model size (greedy TTS: docs/DEFAULT_MODEL.md §7, session 8)
+    cp "$RECIPES/default/generation_config.json" "$RUN/release.tmp/model/"
     cp -r "$TOKENIZER" "$RUN/release.tmp/tokenizer"
     rm -rf "$RUN/release"
     mv "$RUN/release.tmp" "$RUN/release"

@@ -3,7 +3,9 @@ streaming, variants and bad input."""
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import torch
 
 from mimo_audio import MimoAudio, MimoAudioError
 from mimo_audio.lm.sampler import SamplerConfig
-from mimo_audio.tasks import PRESETS
+from mimo_audio.tasks import PRESETS, model_presets
 
 from conftest import EXPECTED, PARITY_DIR, clip_path
 
@@ -227,3 +229,49 @@ def test_sampler_override_keeps_preset():
     assert _override(base, True, None, None, None) == SamplerConfig(
         do_sample=False, temperature=0.6, top_p=1.0
     )
+
+
+def _with_generation_config(tmp_path: Path, cfg) -> Path:
+    folder = tmp_path / "model"
+    shutil.copytree(PARITY_DIR / "model", folder)
+    text = cfg if isinstance(cfg, str) else json.dumps(cfg)
+    (folder / "generation_config.json").write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_model_folder_tunes_its_samplers(tmp_path: Path):
+    """A model's generation_config.json (mimo_audio.task_samplers) replaces a task's samplers;
+    other tasks and the request's own options are unaffected, and the official folders change nothing."""
+    assert model_presets(PARITY_DIR / "model") == PRESETS  # HF keys only: the presets as they are
+    folder = _with_generation_config(
+        tmp_path,
+        {"eos_token_id": 0, "mimo_audio": {"task_samplers": {"tts": {"speech": {"do_sample": False}, "text": {"temperature": 0.3}}}}},
+    )  # fmt: skip
+    m = MimoAudio.from_pretrained(folder, PARITY_DIR / "tokenizer", device="cpu", progress=False)
+    opts = m.options("tts")
+    assert opts.speech_sampler == SamplerConfig(do_sample=False, temperature=0.9, top_p=0.95)
+    assert opts.text_sampler == replace(PRESETS["tts"].text_sampler, temperature=0.3)
+    assert m.options("spoken_dialogue").speech_sampler == PRESETS["spoken_dialogue"].speech_sampler
+    assert m.options("tts", speech_greedy=False, speech_temperature=0.5).speech_sampler.do_sample
+    # requests take them: prepare() (the CLI, the API and the server's scheduler) and tts()
+    assert not m.prepare("tts", {"text": "Hi"}).options.speech_sampler.do_sample
+    assert m.tts("Hi", max_new_steps=4, seed=0).steps == 4
+
+
+@pytest.mark.parametrize(
+    ("cfg", "match"),
+    [
+        ("{not json", "not valid JSON"),
+        ({"mimo_audio": {"task_samplers": []}}, "must be an object"),
+        ({"mimo_audio": {"task_samplers": {"sing": {}}}}, "unknown task 'sing'"),
+        ({"mimo_audio": {"task_samplers": {"tts": {"voice": {}}}}}, "'text' and/or 'speech'"),
+        ({"mimo_audio": {"task_samplers": {"tts": {"text": {"temp": 1}}}}}, "takes do_sample"),
+        ({"mimo_audio": {"task_samplers": {"tts": {"text": {"do_sample": "no"}}}}}, "bad value 'no'"),
+        ({"mimo_audio": {"task_samplers": {"tts": {"text": {"temperature": 0}}}}}, "temperature must be > 0"),
+    ],
+)  # fmt: skip
+def test_bad_generation_config(tmp_path: Path, cfg, match):
+    folder = _with_generation_config(tmp_path, cfg)
+    with pytest.raises(MimoAudioError, match=match) as e:
+        model_presets(folder)
+    assert "\n" not in str(e.value)

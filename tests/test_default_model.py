@@ -158,6 +158,7 @@ def _driver(
         "MIMO_DEFAULT_TOK2_SET": " ".join(tok2 + common),
         "MIMO_DEFAULT_LM_SET": " ".join(lm + common),
         "MIMO_DEFAULT_LM2_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
+        "MIMO_DEFAULT_LM3_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
     }
     return subprocess.run(
         ["bash", str(ROOT / "scripts/train_default.sh")], env=env, capture_output=True, text=True, timeout=600
@@ -184,11 +185,20 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
         "encode2",
         "lm2",
         "export_lm2",
+        "synth3",
+        "encode3",
+        "lm3",
+        "export_lm3",
         "release",
     ):
         assert (run / "done" / step).is_file(), step
     meta2 = json.loads((run / "corpus2/meta.json").read_text())
     assert meta2["options"]["word_sequences"] == 0.5, meta2
+    meta3 = json.loads((run / "corpus3/meta.json").read_text())
+    assert meta3["options"]["word_sequences"] == 0.75, meta3
+    train2, train3 = ({json.loads(line)["text"] for line in (run / c / "train_asr.jsonl").open()}
+                      for c in ("corpus2", "corpus3"))  # fmt: skip
+    assert len(train3 - train2) > len(train3) // 2  # the third corpus brings new sentences
     assert sorted(p.name for p in (release / "model").iterdir()) == [
         "config.json",
         "model.safetensors",
@@ -210,6 +220,7 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
         "tokenizer2",
         "lm",
         "lm2",
+        "lm3",
     ):  # each finished training step is packed in the state
         assert (state / "done" / step).is_file() and (state / step / "trainer.json").is_file(), step
         assert not (state / step / "optim.pt").exists()

@@ -66,3 +66,15 @@ def test_short_form_quality(summary):
         assert row["char_error_rate"] <= FLOORS["asr_cer"], (lang, row)
     assert summary["tts"]["dtw_identification"] >= FLOORS["tts_dtw"], summary["tts"]
     assert summary["vc"]["closer_to_target"] >= FLOORS["vc_closer"], summary["vc"]
+
+
+def test_shipped_samplers():
+    """The release carries the samplers its eval was measured with (greedy TTS: DEFAULT_MODEL.md §7,
+    session 8); without them `tts` would sample at the 7B's temperatures and score far lower."""
+    from mimo_audio.tasks import PRESETS, model_presets
+
+    presets = model_presets(defaults.PACKAGE_DEFAULT_DIR / "model")
+    assert not presets["tts"].text_sampler.do_sample and not presets["tts"].speech_sampler.do_sample
+    assert {t: p for t, p in presets.items() if t != "tts"} == {
+        t: p for t, p in PRESETS.items() if t != "tts"
+    }

@@ -16,7 +16,7 @@ import logging
 import os
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from .lm import GenerationOptions, GenerationResult, Generator, SamplerConfig, S
 from .lm.config import MAX_PATCHES, LMConfig
 from .postprocess import IncrementalSplitter, split_generation
 from .prompts import Example, Message, PromptBuilder, parse_messages
-from .tasks import PRESETS, TASK_NAMES, TaskPreset
+from .tasks import PRESETS, TASK_NAMES, TaskPreset, model_presets
 from .text_tokenizer import TextTokenizer
 from .tokenizer import AudioTokenizer
 
@@ -173,7 +173,7 @@ class StreamState:
         self.model, self.task = model, task
         self.splitter = IncrementalSplitter(model.text_tokenizer, model.config.speech_zeroemb_idx)
         self.decoder = None
-        if PRESETS[task].speech_output:
+        if model.presets[task].speech_output:
             self.decoder = model.audio_tokenizer.stream_decoder(chunk_frames=chunk_frames)
         self.any_audio = False
 
@@ -210,6 +210,7 @@ class MimoAudio:
         max_len: int = MAX_PATCHES,
         compile: bool = False,
         progress: bool = True,
+        presets: Mapping[str, TaskPreset] | None = None,
     ) -> None:
         self.lm = lm
         self.config: LMConfig = lm.config
@@ -217,6 +218,8 @@ class MimoAudio:
         self.text_tokenizer = text_tokenizer
         self.variant = variant
         self.progress = progress
+        # task presets, with the model folder's own samplers (tasks.model_presets) where it has some
+        self.presets: dict[str, TaskPreset] = dict(presets or PRESETS)
         self.prompts = PromptBuilder(text_tokenizer, self.config.speech_zeroemb_idx, self.config.group_size)
         self.engine = Generator(lm, max_batch=max_batch, max_len=max_len, compile=compile)
         self._codes = _CodesCache()
@@ -278,6 +281,7 @@ class MimoAudio:
             max_len=max_len,
             compile=compile,
             progress=progress,
+            presets=model_presets(model_path),
         )
 
     @property
@@ -420,7 +424,7 @@ class MimoAudio:
         record_logits: bool = False,
     ) -> GenerationOptions:
         """Generation options: the task's preset (SPEC §8.2/§8.3) with any overrides applied."""
-        preset = PRESETS.get(task) if task else None
+        preset = self.presets.get(task) if task else None
         text = (
             preset.text_sampler
             if preset
@@ -514,7 +518,7 @@ class MimoAudio:
 
     def finish(self, res: GenerationResult, task: str) -> TaskResult:
         """Post-process an engine result (SPEC §8.4): text, and audio decoded for speech tasks."""
-        return self._finish(res, PRESETS[task], PRESETS[task].speech_output)
+        return self._finish(res, self.presets[task], self.presets[task].speech_output)
 
     def _finish(self, res: GenerationResult, preset: TaskPreset, want_audio: bool) -> TaskResult:
         G = self.config.group_size
@@ -523,7 +527,7 @@ class MimoAudio:
             res.ids[:, prompt_cols:], self.text_tokenizer, self.config.speech_zeroemb_idx, G
         )
         audio = None
-        if preset is PRESETS["asr"] and res.stop_reason == StopReason.MAX_NEW_STEPS:
+        if preset is self.presets["asr"] and res.stop_reason == StopReason.MAX_NEW_STEPS:
             log.warning("the model did not end its transcript; cut at %d tokens", len(res.text_ids))
         if want_audio:
             if res.stop_reason == StopReason.MAX_AUDIO:
@@ -549,7 +553,7 @@ class MimoAudio:
         )
 
     def _check_variant(self, task: str) -> TaskPreset:
-        preset = PRESETS[task]
+        preset = self.presets[task]
         if self.variant is not None and self.variant != preset.variant:
             raise MimoAudioError(
                 f"task {task!r} needs the {preset.variant.capitalize()} model; this is the {self.variant.capitalize()} model"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
+from .errors import MimoAudioError
 from .lm.sampler import SamplerConfig
 
 GREEDY = SamplerConfig(do_sample=False)
@@ -74,3 +78,54 @@ PRESETS: dict[str, TaskPreset] = {
 }
 
 TASK_NAMES = tuple(PRESETS)
+
+# A model folder may tune the samplers for its own size in its generation_config.json (the official
+# folders do not): {"mimo_audio": {"task_samplers": {"tts": {"text": {"do_sample": false},
+# "speech": {"do_sample": false}}}}}. Fields not given keep the preset's value; explicit options of
+# a request still win over both.
+GENERATION_CONFIG = "generation_config.json"
+_SAMPLER_FIELDS = {f.name for f in fields(SamplerConfig)}
+_SAMPLER_TYPES = {"do_sample": (bool,), "temperature": (int, float), "top_k": (int,), "top_p": (int, float)}
+
+
+def model_presets(model_dir: str | os.PathLike) -> dict[str, TaskPreset]:
+    """The task presets for the model in ``model_dir``: :data:`PRESETS` with the samplers of its
+    ``generation_config.json`` (``mimo_audio.task_samplers``) applied. Raises
+    :class:`MimoAudioError` on a malformed section."""
+    path = Path(model_dir) / GENERATION_CONFIG
+    if not path.is_file():
+        return dict(PRESETS)
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MimoAudioError(f"{path}: not valid JSON ({e})") from None
+    section = cfg.get("mimo_audio", {}) if isinstance(cfg, dict) else {}
+    samplers = section.get("task_samplers", {}) if isinstance(section, dict) else None
+    if not isinstance(samplers, dict):
+        raise MimoAudioError(f"{path}: mimo_audio.task_samplers must be an object")
+    presets = dict(PRESETS)
+    for task, heads in samplers.items():
+        if task not in PRESETS:
+            raise MimoAudioError(
+                f"{path}: unknown task {task!r} in task_samplers (known: {', '.join(PRESETS)})"
+            )
+        if not isinstance(heads, dict) or not set(heads) <= {"text", "speech"}:
+            raise MimoAudioError(f"{path}: task_samplers.{task} takes 'text' and/or 'speech' objects")
+        changes = {}
+        for head, values in heads.items():
+            if not isinstance(values, dict) or not set(values) <= _SAMPLER_FIELDS:
+                raise MimoAudioError(
+                    f"{path}: task_samplers.{task}.{head} takes {', '.join(sorted(_SAMPLER_FIELDS))}"
+                )
+            for k, v in values.items():
+                if not isinstance(v, _SAMPLER_TYPES.get(k, (object,))) or (
+                    k != "do_sample" and isinstance(v, bool)
+                ):
+                    raise MimoAudioError(f"{path}: task_samplers.{task}.{head}.{k}: bad value {v!r}")
+            base = getattr(presets[task], f"{head}_sampler")
+            try:
+                changes[f"{head}_sampler"] = replace(base, **values)
+            except (TypeError, MimoAudioError) as e:
+                raise MimoAudioError(f"{path}: task_samplers.{task}.{head}: {e}") from None
+        presets[task] = replace(presets[task], **changes)
+    return presets
