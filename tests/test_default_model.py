@@ -201,6 +201,7 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
     assert len(train3 - train2) > len(train3) // 2  # the third corpus brings new sentences
     assert sorted(p.name for p in (release / "model").iterdir()) == [
         "config.json",
+        "generation_config.json",  # the default's samplers (greedy TTS)
         "model.safetensors",
         "special_tokens_map.json",
         "tokenizer.json",
@@ -208,6 +209,7 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
     ]
 
     model = MimoAudio.from_pretrained(release / "model", release / "tokenizer", device="cpu")
+    assert not model.options("tts").speech_sampler.do_sample
     speech = model.tts("Hello.", max_new_steps=6, seed=0)
     assert speech.audio is not None and speech.audio.shape[0] > 0 and speech.sample_rate == 24000
     text = model.asr(run / "corpus" / json.loads((run / "corpus/test_asr.jsonl").open().readline())["audio"],
