@@ -84,8 +84,8 @@ TASK_NAMES = tuple(PRESETS)
 # "speech": {"do_sample": false}}}}}. Fields not given keep the preset's value; explicit options of
 # a request still win over both.
 GENERATION_CONFIG = "generation_config.json"
-_SAMPLER_FIELDS = {f.name for f in fields(SamplerConfig)}
 _SAMPLER_TYPES = {"do_sample": (bool,), "temperature": (int, float), "top_k": (int,), "top_p": (int, float)}
+assert set(_SAMPLER_TYPES) == {f.name for f in fields(SamplerConfig)}
 
 
 def model_presets(model_dir: str | os.PathLike) -> dict[str, TaskPreset]:
@@ -113,19 +113,16 @@ def model_presets(model_dir: str | os.PathLike) -> dict[str, TaskPreset]:
             raise MimoAudioError(f"{path}: task_samplers.{task} takes 'text' and/or 'speech' objects")
         changes = {}
         for head, values in heads.items():
-            if not isinstance(values, dict) or not set(values) <= _SAMPLER_FIELDS:
+            if not isinstance(values, dict) or not set(values) <= set(_SAMPLER_TYPES):
                 raise MimoAudioError(
-                    f"{path}: task_samplers.{task}.{head} takes {', '.join(sorted(_SAMPLER_FIELDS))}"
+                    f"{path}: task_samplers.{task}.{head} takes {', '.join(sorted(_SAMPLER_TYPES))}"
                 )
             for k, v in values.items():
-                if not isinstance(v, _SAMPLER_TYPES.get(k, (object,))) or (
-                    k != "do_sample" and isinstance(v, bool)
-                ):
+                if not isinstance(v, _SAMPLER_TYPES[k]) or (k != "do_sample" and isinstance(v, bool)):
                     raise MimoAudioError(f"{path}: task_samplers.{task}.{head}.{k}: bad value {v!r}")
-            base = getattr(presets[task], f"{head}_sampler")
-            try:
-                changes[f"{head}_sampler"] = replace(base, **values)
-            except (TypeError, MimoAudioError) as e:
+            try:  # the ranges are SamplerConfig's own checks
+                changes[f"{head}_sampler"] = replace(getattr(presets[task], f"{head}_sampler"), **values)
+            except MimoAudioError as e:
                 raise MimoAudioError(f"{path}: task_samplers.{task}.{head}: {e}") from None
         presets[task] = replace(presets[task], **changes)
     return presets
