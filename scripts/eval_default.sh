@@ -6,6 +6,8 @@
 #   tts        DTW-MFCC identification among the 20 sentences' espeak-ng renderings (bar ≥ 90 %),
 #              and the CER of our own ASR on our TTS output
 #   vc         few-shot voice conversion: resemblyzer closer to the target than to the source (≥ 80 %)
+# ASR and TTS also report by_kind: the CER of the translation phrases and of the template sentences
+# per language ("en/phrase", "zh/sentence", …), each with its n.
 # Writes OUT/<suite>/{results.json,report.md} and prints one JSON line with the headline numbers.
 #
 #   bash scripts/eval_default.sh [RELEASE] [CORPUS] [OUT]
@@ -49,6 +51,24 @@ done
 import json, sys
 from pathlib import Path
 
+from mimo_audio.data.synth_text import PHRASES
+
+phrases = {t for pair in PHRASES for t in pair}
+
+
+def by_kind(items):
+    """CER per language and kind: the translation phrases (held-out ones in the test split) against
+    the template sentences, each with its n (every item counted once)."""
+    groups = {}
+    for r in items:
+        if r.get("char_errors") is None or "text" not in r:
+            continue
+        kind = "phrase" if r["text"] in phrases else "sentence"
+        g = groups.setdefault(f"{r['language']}/{kind}", [0, 0, 0])
+        g[0], g[1], g[2] = g[0] + r["char_errors"], g[1] + r["char_len"], g[2] + 1
+    return {k: {"char_error_rate": e / max(n, 1), "n": c} for k, (e, n, c) in sorted(groups.items())}
+
+
 out, suites = Path(sys.argv[1]), sys.argv[2:]
 keys = {
     "tokenizer": ("stoi", "pesq_wb", "pesq_nb", "speaker_similarity"),
@@ -63,6 +83,8 @@ for suite in suites:
     row = {k: agg[k] for k in keys[suite] if k in agg}
     row["n"] = r["counts"]["items"]
     row["per_language"] = {c: {k: v[k] for k in keys[suite] if k in v} for c, v in r["per_category"].items()}
+    if suite in ("asr", "tts"):
+        row["by_kind"] = by_kind(r["items"])
     summary[suite] = row
 print(json.dumps(summary, ensure_ascii=False))
 PY

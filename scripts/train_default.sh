@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train the default model pair end to end on CPU, resumably (docs/DEFAULT_MODEL.md):
 #   synth → tokenizer stage 1 → export → encode → [tokenizer stage 2 → export] → LM → export
-#   → synth2 → encode2 → LM stage 2 → export → synth3 → encode3 → LM stage 3 → export → release
+#   → synth2 → encode2 → LM stage 2 → export → synth3 → encode3 → LM stage 3 → export
+#   → synth4 → encode4 → LM stage 4 → export → release
 # Each step leaves a marker in $RUN/done/ and is skipped when its marker exists; an interrupted
 # training step resumes from its latest checkpoint, so a later session continues where this one stopped.
 # The run folder lives on one machine; training progress also goes to $STATE in the repository
@@ -23,8 +24,14 @@
 #   MIMO_DEFAULT_WORD_SEQUENCES  share of template-free training sentences in the second corpus (0.5)
 #   MIMO_DEFAULT_WORD_SEQUENCES3 the same for the third corpus (0.75; it must differ from the second's,
 #                         or the two corpora hold the same sentences)
+#   MIMO_DEFAULT_WORD_SEQUENCES4, MIMO_DEFAULT_PHRASE_WORDS4  the fourth corpus's word sequences (0.7)
+#                         and their share made of the translation phrases' words (0.5; `data synth
+#                         --phrase-words`)
+#   MIMO_DEFAULT_BF16     1 (default): LM steps train under bf16 autocast when this CPU has bf16
+#                         instructions (AVX512-BF16 or AMX: 1.6x the patches/s of fp32); 0: as the recipe says
+#   MIMO_DEFAULT_RELEASE_LM  the LM stage the release takes (lm4; any trained lm, lm2, lm3, lm4)
 #   MIMO_DEFAULT_TOK_SET, MIMO_DEFAULT_TOK2_SET, MIMO_DEFAULT_LM_SET, MIMO_DEFAULT_LM2_SET,
-#   MIMO_DEFAULT_LM3_SET
+#   MIMO_DEFAULT_LM3_SET, MIMO_DEFAULT_LM4_SET
 #                         extra space-separated KEY=VALUE recipe overrides (e.g. "run.max_steps=100")
 #   MIMO_AUDIO_BIN        the mimo-audio command (default: .venv/bin/mimo-audio of this checkout)
 set -euo pipefail
@@ -78,7 +85,11 @@ train() {
         ((left > 0)) || { log "time limit reached; run this script again to continue"; exit 0; }
         limit=(--time-limit "$left")
     fi
-    "$BIN" train "$kind" --config "$recipe" --set "run.out_dir=$out" "$@" "${resume[@]}" "${limit[@]}" &
+    local precision=() # bf16 autocast where the CPU computes in bf16; ~17x slower where it does not (AVX2)
+    if [[ $kind == lm && ${MIMO_DEFAULT_BF16:-1} == 1 ]] && grep -qw -e avx512_bf16 -e amx_bf16 /proc/cpuinfo; then
+        precision=(--set distributed.mixed_precision=bf16)
+    fi
+    "$BIN" train "$kind" --config "$recipe" --set "run.out_dir=$out" "${precision[@]}" "$@" "${resume[@]}" "${limit[@]}" &
     TRAIN_PID=$!
     wait "$TRAIN_PID" || rc=$?
     if ((rc == 143 || rc == 130)); then # SIGTERM/SIGINT reached this script: wait for the checkpoint
@@ -107,32 +118,34 @@ export_() {
     mark "$1"
 }
 
-# synth NAME OUT [ARGS...]: render a corpus (deterministic given its options); clips already in
-# OUT are skipped, so a corpus that shares clips with $C (else $C2) starts from hard links to them
+# synth NAME OUT LINK_FROM [ARGS...]: render a corpus (deterministic given its options); clips already
+# in OUT are skipped, so a corpus that shares clips with an earlier corpus LINK_FROM (its held-out
+# clips, at least) starts from hard links to them when that corpus is on disk
 synth() {
-    local name=$1 out=$2
-    shift 2
+    local name=$1 out=$2 from=$3
+    shift 3
     done_ "$name" && return 0
     local size=(--hours "${MIMO_DEFAULT_HOURS:-20}")
     [[ -n ${MIMO_DEFAULT_UTTERANCES:-} ]] && size=(--utterances "$MIMO_DEFAULT_UTTERANCES")
-    local src
-    for src in "$C" "${C2:-}"; do
-        if [[ -n $src && $out != "$src" && -d $src/clips && ! -e $out/clips ]]; then
-            mkdir -p "$out" && cp -al "$src/clips" "$out/clips"
-        fi
-    done
+    if [[ -n $from && $out != "$from" && -d $from/clips && ! -e $out/clips ]]; then
+        mkdir -p "$out" && cp -al "$from/clips" "$out/clips"
+    fi
     log "$name: ${size[*]} $* into $out"
     "$BIN" data synth --out "$out" "${size[@]}" --seed "${MIMO_DEFAULT_SEED:-0}" \
         --jobs "${MIMO_DEFAULT_JOBS:-2}" --quiet "$@" >/dev/null
     mark "$name"
 }
 
-# encode NAME CORPUS SHARDS: LM code shards of the train and test LM manifests. The codes also go
-# to $STATE/codes.npz (keyed by clip), so another machine rebuilds the shards without the encoder
-# and a second corpus encodes only its new clips.
+# encode NAME CORPUS SHARDS [STORE]: LM code shards of the train and test LM manifests. The codes go to
+# $STATE/STORE (default codes.npz, keyed by clip), so another machine rebuilds the shards without the
+# encoder and a later corpus encodes only its new clips. A corpus with a STORE of its own reads the
+# codes of $STATE/codes.npz too but adds its new codes to its own file only (git keeps each store
+# file whole: one file per corpus keeps each commit of codes small).
 encode() {
-    local name=$1 corpus=$2 shards=$3 split limit rc
+    local name=$1 corpus=$2 shards=$3 store=${4:-codes.npz} split limit rc
     done_ "$name" && return 0
+    local stores=(--codes "$STATE/$store")
+    [[ $store != codes.npz && -e $STATE/codes.npz ]] && stores+=(--codes-from "$STATE/codes.npz")
     for split in train test; do
         log "$name: $split"
         limit=()
@@ -143,7 +156,7 @@ encode() {
         fi
         rc=0
         "${limit[@]}" "$BIN" data encode "$corpus/${split}_lm.jsonl" --tokenizer "$RUN/export/tokenizer1" \
-            --codes "$STATE/codes.npz" --out "$shards/$split" --shard-size 2000 --batch-size 8 \
+            "${stores[@]}" --out "$shards/$split" --shard-size 2000 --batch-size 8 \
             >/dev/null &
         TRAIN_PID=$!
         wait "$TRAIN_PID" || rc=$?
@@ -162,7 +175,7 @@ encode() {
 C=$RUN/corpus
 STAGE1_DONE=0
 trained tokenizer1 && trained lm && [[ $STAGE2 != 1 ]] && STAGE1_DONE=1
-((STAGE1_DONE)) || synth synth "$C"
+((STAGE1_DONE)) || synth synth "$C" ""
 
 # 2–3. tokenizer stage 1
 setargs "${MIMO_DEFAULT_TOK_SET:-}"
@@ -196,10 +209,13 @@ train lm lm "$RECIPES/default_lm.yaml" "$RUN/lm" \
 export_ export_lm "$RUN/lm" "$RUN/export/lm" "$STATE/lm"
 
 # 8–9. LM stage 2: fine-tuned on a second corpus of the same seed in which half the training
-# sentences are template-free word sequences (the held-out split is the same as the first corpus's)
+# sentences are template-free word sequences (the held-out split is the same as the first corpus's).
+# Each later corpus is built only while a training step that reads it is unfinished.
 C2=$RUN/corpus2
-synth synth2 "$C2" --word-sequences "${MIMO_DEFAULT_WORD_SEQUENCES:-0.5}"
-encode encode2 "$C2" "$RUN/shards2"
+if ! { trained lm2 && trained lm3; }; then
+    synth synth2 "$C2" "$C" --word-sequences "${MIMO_DEFAULT_WORD_SEQUENCES:-0.5}"
+    encode encode2 "$C2" "$RUN/shards2"
+fi
 setargs "${MIMO_DEFAULT_LM2_SET:-}"
 train lm lm2 "$RECIPES/default_lm2.yaml" "$RUN/lm2" --set "model.init=$RUN/export/lm" \
     --set "data.train=[$RUN/shards2/train]" --set "data.eval=[$RUN/shards2/test]" \
@@ -209,27 +225,51 @@ export_ export_lm2 "$RUN/lm2" "$RUN/export/lm2" "$STATE/lm2" # float32: LM stage
 # 10–11. LM stage 3: a third corpus of the same seed (new training sentences, 3/4 of them word
 # sequences; the held-out split is the same), trained on together with the second
 C3=$RUN/corpus3
-synth synth3 "$C3" --word-sequences "${MIMO_DEFAULT_WORD_SEQUENCES3:-0.75}"
-encode encode3 "$C3" "$RUN/shards3"
+if ! { trained lm3 && trained lm4; }; then
+    synth synth3 "$C3" "$C2" --word-sequences "${MIMO_DEFAULT_WORD_SEQUENCES3:-0.75}"
+    encode encode3 "$C3" "$RUN/shards3"
+fi
 setargs "${MIMO_DEFAULT_LM3_SET:-}"
 train lm lm3 "$RECIPES/default_lm3.yaml" "$RUN/lm3" --set "model.init=$RUN/export/lm2" \
     --set "data.train=[$RUN/shards2/train,$RUN/shards3/train]" --set "data.eval=[$RUN/shards2/test]" \
     "${SETARGS[@]}"
-export_ export_lm3 "$RUN/lm3" "$RUN/export/lm3" "$STATE/lm3" bfloat16 # the shipped LM (loads as fp32 on CPU)
+export_ export_lm3 "$RUN/lm3" "$RUN/export/lm3" "$STATE/lm3" # float32: LM stage 4 starts from it
 
-# 12. release folder: model/ + tokenizer/ in the official format (MIMO_AUDIO_DEFAULT_DIR=$RUN/release)
-if ! done_ release; then
+# 12–13. LM stage 4: a fourth corpus of the same seed whose word sequences are, half of them, short
+# sequences of the translation phrases' words (`--phrase-words`: the held-out phrases' vocabulary,
+# never the phrases), trained on together with the third (docs/DEFAULT_MODEL.md §7, session 12). Its
+# new codes go to a code store of their own, state/codes4.npz.
+C4=$RUN/corpus4
+if ! trained lm4; then
+    synth synth4 "$C4" "$C3" --word-sequences "${MIMO_DEFAULT_WORD_SEQUENCES4:-0.7}" \
+        --phrase-words "${MIMO_DEFAULT_PHRASE_WORDS4:-0.5}"
+    encode encode4 "$C4" "$RUN/shards4" codes4.npz
+fi
+setargs "${MIMO_DEFAULT_LM4_SET:-}"
+train lm lm4 "$RECIPES/default_lm4.yaml" "$RUN/lm4" --set "model.init=$RUN/export/lm3" \
+    --set "data.train=[$RUN/shards3/train,$RUN/shards4/train]" --set "data.eval=[$RUN/shards4/test]" \
+    "${SETARGS[@]}"
+
+# 14. release folder: model/ + tokenizer/ in the official format (MIMO_AUDIO_DEFAULT_DIR=$RUN/release).
+# The LM is the chosen stage's packed state (so every machine ships the same weights) in bfloat16
+# (it loads as float32 on CPU); done/release records the stage, so choosing another rebuilds it.
+RELEASE_LM=${MIMO_DEFAULT_RELEASE_LM:-lm4}
+if ! done_ release || [[ $(<"$RUN/done/release") != "$RELEASE_LM "* ]]; then
+    src=$STATE/$RELEASE_LM
+    [[ -e $src/trainer.json ]] || src=$RUN/$RELEASE_LM
+    compgen -G "$src/trainer.json" >/dev/null || compgen -G "$src/checkpoints/step-*" >/dev/null \
+        || { log "release: no trained $RELEASE_LM"; exit 2; }
     rm -rf "$RUN/release.tmp"
     mkdir -p "$RUN/release.tmp"
-    cp -r "$RUN/export/lm3" "$RUN/release.tmp/model"
+    "$BIN" export "$src" --out "$RUN/release.tmp/model" --dtype bfloat16 >/dev/null
     # the samplers measured best for this model size (greedy TTS: docs/DEFAULT_MODEL.md §7, session 8)
     cp "$RECIPES/default/generation_config.json" "$RUN/release.tmp/model/"
     cp -r "$TOKENIZER" "$RUN/release.tmp/tokenizer"
     rm -rf "$RUN/release"
     mv "$RUN/release.tmp" "$RUN/release"
-    mark release
+    echo "$RELEASE_LM $(date -u +%FT%TZ)" >"$RUN/done/release"
 fi
 size_mb=$(du -sm "$RUN/release" | cut -f1)
-log "release: $RUN/release (${size_mb} MB)"
+log "release: $RUN/release (${size_mb} MB, LM $RELEASE_LM)"
 ((size_mb <= 150)) || log "warning: the release is over the 150 MB budget"
 echo "$RUN/release"

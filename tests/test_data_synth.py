@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +111,50 @@ def test_word_sequences_replace_train_sentences_only(tmp_path):
     )
     with pytest.raises(synth.MimoAudioError, match="word-sequences"):
         synth.SynthOptions(out=tmp_path, word_sequences=1.5)
+
+
+def test_phrase_words_bring_the_held_out_phrases_words_but_never_a_phrase(tmp_path):
+    """`--phrase-words P`: a share P of the word sequences are short sequences of the translation
+    phrases' words, so the held-out phrases' vocabulary is heard in training; no train sentence is a
+    phrase, the held-out split is unchanged, and P = 0 draws exactly what earlier versions drew."""
+    for lang in ("en", "zh"):
+        vocab = synth_text.phrase_words(lang)
+        keys = {synth_text._key(pair[synth_text.LANGUAGES.index(lang)]) for pair in synth_text.PHRASES}
+        # each phrase's words (en) / characters (zh) are in the vocabulary, held-out phrases' too
+        units = {synth_text._key(w) for w in vocab}
+        for pair in synth_text.PHRASES:
+            phrase = synth_text._key(pair[synth_text.LANGUAGES.index(lang)])
+            parts = pair[0].lower().strip(".?").replace(",", "").split() if lang == "en" else phrase
+            assert all(p in units or (lang == "zh" and any(p in u for u in units)) for p in parts), pair
+        assert len(vocab) == len(set(vocab)) > 60
+        pools = synth_text.sentence_pools(("en", "zh"), 3000, 50, 0, word_sequences=1.0, phrase_share=1.0)
+        train = pools["train"][lang]
+        assert not {synth_text._key(t) for t in train} & keys
+        if lang == "en":
+            lower = {w.lower() for w in vocab}
+            units = [t.rstrip(".").split() for t in train]
+            assert all(2 <= len(u) <= 5 and {w.lower() for w in u} <= lower for u in units)
+    assert "Chinese" in synth_text.phrase_words("en") and "晚安" in synth_text.phrase_words("zh")
+    test_words = {
+        w.strip(".,?").lower() for e, _ in synth_text.phrase_split(0, 0.2)["test"] for w in e.split()
+    }
+    base = plan(tmp_path, n=400, word_sequences=0.6)
+    assert plan(tmp_path, n=400, word_sequences=0.6, phrase_words=0.0).records == base.records
+    mixed = plan(tmp_path, n=400, word_sequences=0.6, phrase_words=0.5)
+
+    def heard(p):
+        return {w.strip(".").lower() for r in p.records["train"]["asr"] for w in r["text"].split()}
+
+    assert len(test_words & heard(mixed)) > len(test_words & heard(base))
+    assert [r["text"] for r in mixed.records["test"]["asr"]] == [
+        r["text"] for r in base.records["test"]["asr"]
+    ]
+    for bad, fragment in (
+        ({"phrase_words": 1.5}, "phrase-words must be in"),
+        ({"phrase_words": 0.5}, "--word-sequences"),
+    ):
+        with pytest.raises(synth.MimoAudioError, match=fragment):
+            synth.SynthOptions(out=tmp_path, **bad)
 
 
 def test_languages_option(tmp_path):
@@ -235,6 +282,26 @@ def test_cli_synth_and_bad_input(tmp_path, capsys):
         assert main(["data", "synth", "--out", str(tmp_path / "d"), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("mimo-audio: error:")
+
+
+@needs_espeak
+def test_sigterm_mid_synth_exits_143_and_leaves_no_temp_file(tmp_path):
+    """SIGTERM (as `timeout` or a scheduler sends it) unwinds like an error: exit 143 with one line,
+    and every atomic write in progress removes its temp file (no hidden `.name.XXXX` files)."""
+    out = tmp_path / "c"
+    cmd = [str(Path(sys.executable).parent / "mimo-audio"), "data", "synth", "--out", str(out),
+           "--utterances", "2000", "--jobs", "2", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any((out / "clips").rglob("*.wav")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1] == "mimo-audio: terminated"
+    assert any((out / "clips").rglob("*.wav"))
+    assert not [p for p in out.rglob(".*")], sorted(out.rglob(".*"))[:5]
 
 
 # ---------------------------------------------------------------------------- BPE text tokenizer

@@ -130,7 +130,7 @@ def _tiny_configs(folder: Path) -> tuple[Path, Path]:
 
 
 def _driver(
-    run: Path, tok_cfg: Path, lm_cfg: Path, lm_steps: int, state: Path
+    run: Path, tok_cfg: Path, lm_cfg: Path, lm_steps: int, state: Path, **extra_env: str
 ) -> subprocess.CompletedProcess:
     tok = [
         f"model.config={tok_cfg}", "model.warm_start=null", "run.max_steps=2", "data.batch_size=4", "data.micro_batch_size=4",
@@ -159,6 +159,9 @@ def _driver(
         "MIMO_DEFAULT_LM_SET": " ".join(lm + common),
         "MIMO_DEFAULT_LM2_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
         "MIMO_DEFAULT_LM3_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
+        "MIMO_DEFAULT_LM4_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
+        "MIMO_DEFAULT_BF16": "0",
+        **extra_env,
     }
     return subprocess.run(
         ["bash", str(ROOT / "scripts/train_default.sh")], env=env, capture_output=True, text=True, timeout=600
@@ -189,9 +192,13 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
         "encode3",
         "lm3",
         "export_lm3",
+        "synth4",
+        "encode4",
+        "lm4",
         "release",
     ):
         assert (run / "done" / step).is_file(), step
+    assert (run / "done/release").read_text().startswith("lm4 ")  # the release takes LM stage 4
     meta2 = json.loads((run / "corpus2/meta.json").read_text())
     assert meta2["options"]["word_sequences"] == 0.5, meta2
     meta3 = json.loads((run / "corpus3/meta.json").read_text())
@@ -199,6 +206,10 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
     train2, train3 = ({json.loads(line)["text"] for line in (run / c / "train_asr.jsonl").open()}
                       for c in ("corpus2", "corpus3"))  # fmt: skip
     assert len(train3 - train2) > len(train3) // 2  # the third corpus brings new sentences
+    meta4 = json.loads((run / "corpus4/meta.json").read_text())
+    assert (meta4["options"]["word_sequences"], meta4["options"]["phrase_words"]) == (0.7, 0.5), meta4
+    # corpus 4's new codes go to a store of its own; the first corpora's store is only read
+    assert (state / "codes.npz").is_file() and (state / "codes4.npz").is_file()
     assert sorted(p.name for p in (release / "model").iterdir()) == [
         "config.json",
         "generation_config.json",  # the default's samplers (greedy TTS)
@@ -223,6 +234,7 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
         "lm",
         "lm2",
         "lm3",
+        "lm4",
     ):  # each finished training step is packed in the state
         assert (state / "done" / step).is_file() and (state / step / "trainer.json").is_file(), step
         assert not (state / step / "optim.pt").exists()
@@ -259,5 +271,13 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
     steps = [json.loads(line)["step"] for line in proc.stdout.splitlines() if line.startswith("{")]
     assert steps == [4] and (state / "done" / "lm").is_file()
     assert json.loads((state / "lm" / "trainer.json").read_text())["step"] == 4
+    assert not (run2 / "corpus2").exists() and not (run2 / "corpus4").exists()  # their LMs are trained
     model = MimoAudio.from_pretrained(run2 / "release/model", run2 / "release/tokenizer", device="cpu")
     assert model.tts("Hello.", max_new_steps=4, seed=0).audio is not None
+    # the release may take another trained stage; an untrained one is a one-line error
+    proc = _driver(run2, tok_cfg, lm_cfg, lm_steps=4, state=state, MIMO_DEFAULT_RELEASE_LM="lm3")
+    assert proc.returncode == 0 and (run2 / "done/release").read_text().startswith("lm3 "), proc.stderr[
+        -3000:
+    ]
+    proc = _driver(run2, tok_cfg, lm_cfg, lm_steps=4, state=state, MIMO_DEFAULT_RELEASE_LM="lm9")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith("release: no trained lm9")

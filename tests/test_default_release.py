@@ -65,6 +65,10 @@ def test_short_form_quality(summary):
     for lang, row in summary["asr"]["per_language"].items():
         assert row["char_error_rate"] <= FLOORS["asr_cer"], (lang, row)
     assert summary["tts"]["dtw_identification"] >= FLOORS["tts_dtw"], summary["tts"]
+    for suite in ("asr", "tts"):  # phrases and sentences per language, every item counted once
+        kinds = summary[suite]["by_kind"]
+        assert {k.split("/")[1] for k in kinds} <= {"phrase", "sentence"}, kinds
+        assert sum(v["n"] for v in kinds.values()) == summary[suite]["n"], kinds
     assert summary["vc"]["closer_to_target"] >= FLOORS["vc_closer"], summary["vc"]
 
 

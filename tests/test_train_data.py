@@ -25,7 +25,7 @@ from mimo_audio.train.data import (
 )
 from mimo_audio.train.lm_data import IGNORE, LMDataset, SequenceBuilder, delay_targets, undelay_targets
 from mimo_audio.train.lm_trainer import LMTrainModule
-from test_train_common import CLIPS, MODEL_DIR, TOKENIZER_DIR, make_lm_data, restore_threads  # noqa: F401
+from test_train_common import CLIPS, MODEL_DIR, TOKENIZER_DIR, lm_records, make_lm_data, restore_threads  # noqa: F401
 
 from conftest import EXPECTED, clip_path
 
@@ -128,6 +128,74 @@ def test_code_store_rebuilds_shards_without_the_encoder(tmp_path, expected_tenso
     store.write_bytes(b"not an archive")
     with pytest.raises(DataError, match=r"not a code store \(not an \.npz archive\)$"):
         CodeStore(store, kept.fingerprint)
+
+
+def test_codes_from_reads_earlier_stores_and_writes_only_new_codes(tmp_path, capsys):
+    """`data encode --codes NEW --codes-from OLD`: the codes OLD holds are reused, OLD is not
+    rewritten, and NEW receives only the files that no store held; a missing OLD is a one-line error."""
+    from mimo_audio.tokenizer import AudioTokenizer
+    from mimo_audio.train.encode import CodeStore, tokenizer_fingerprint
+
+    def manifest(name, clips):
+        path = tmp_path / name
+        path.write_text(
+            "".join(
+                json.dumps({"task": "asr", "audio": str(clip_path(c)), "text": "x"}) + "\n" for c in clips
+            )
+        )
+        return str(path)
+
+    old, new = tmp_path / "old.npz", tmp_path / "new.npz"
+    base = ["data", "encode", "--tokenizer", str(TOKENIZER_DIR)]
+    assert (
+        cli_main([*base, manifest("a.jsonl", CLIPS[:1]), "--codes", str(old), "--out", str(tmp_path / "a")])
+        == 0
+    )
+    before = old.read_bytes()
+    full = manifest("b.jsonl", CLIPS)
+    assert (
+        cli_main([*base, full, "--codes", str(new), "--codes-from", str(old), "--out", str(tmp_path / "b")])
+        == 0
+    )
+    assert old.read_bytes() == before
+    fp = tokenizer_fingerprint(AudioTokenizer.from_pretrained(TOKENIZER_DIR), 8, G)
+    assert set(CodeStore(new, fp).codes) == {str(clip_path(c)) for c in CLIPS[1:]}
+    a, b = ShardSource(tmp_path / "a"), ShardSource(tmp_path / "b")
+    assert torch.equal(a.get(0)[0]["audio"], b.get(0)[0]["audio"])
+    capsys.readouterr()
+    missing = tmp_path / "nope.npz"
+    assert cli_main([*base, full, "--codes-from", str(missing), "--out", str(tmp_path / "c")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"{missing}: no such code store")
+
+
+def test_example_lengths_are_cached_and_checked(tmp_path, expected_tensors, monkeypatch, caplog, seq, lm):
+    """With a cache folder, the second dataset over the same data reads the example lengths instead of
+    building every example (only a spot check); a cache that disagrees with the data is rebuilt, and
+    changed data gets a new cache file."""
+    records = lm_records(expected_tensors) * 12  # more examples than the spot check builds
+    manifest = make_lm_data(tmp_path, expected_tensors, records)
+    cache = tmp_path / "cache"
+
+    def dataset():
+        return LMDataset(
+            open_sources([str(manifest)]), seq, CodeResolver(8, G), seed=0, empty_text_id=lm.empty_text_id,
+            empty_ids=lm.config.speech_zeroemb_idx, delays=lm.config.delay_pattern, cache_dir=cache,
+        )  # fmt: skip
+
+    first = dataset()
+    files = list(cache.glob("lengths-*.npy"))
+    assert len(files) == 1 and np.load(files[0]).tolist() == first.lengths
+    built = []
+    real = SequenceBuilder.build
+    monkeypatch.setattr(SequenceBuilder, "build", lambda self, r, rng: built.append(1) or real(self, r, rng))
+    assert dataset().lengths == first.lengths and 0 < len(built) <= 16 < len(records)
+    np.save(files[0], np.asarray(first.lengths) + 1)  # a stale cache: rebuilt, with a warning
+    built.clear()
+    with caplog.at_level("WARNING", logger="mimo_audio.train"):
+        assert dataset().lengths == first.lengths and len(built) > len(records)
+    assert "do not match" in caplog.text
+    manifest.write_text(manifest.read_text() + json.dumps(records[0]) + "\n")  # new data, new key
+    assert len(dataset().lengths) == len(records) + 1 and len(list(cache.glob("lengths-*.npy"))) == 2
 
 
 def test_manifest_code_files_and_errors(tmp_path, expected_tensors):

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from ..errors import MimoAudioError
@@ -46,7 +48,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
+
+
+def _terminate(signum, frame) -> None:
+    print("mimo-audio: terminated", file=sys.stderr)
+    raise SystemExit(EXIT_TERMINATED)
+
+
+def terminate_as_exit():
+    """Make SIGTERM unwind like an error (``SystemExit(143)``) instead of killing the process on the
+    spot, so ``atomic_write`` removes its temp file and no half-written output is left. Only where
+    SIGTERM still has its default action and only in the main thread; commands that handle SIGTERM
+    themselves (training, serving) install their own handler over this one while they run.
+    Returns the previous handler (for :func:`signal.signal`), or None when nothing was installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+    return signal.signal(signal.SIGTERM, _terminate)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    previous = terminate_as_exit()
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)

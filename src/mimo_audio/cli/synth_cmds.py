@@ -34,6 +34,14 @@ def register(data_sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="share of train sentences that are template-free word sequences (0; held-out keeps templates)",
     )
+    p.add_argument(
+        "--phrase-words",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of the word sequences that are short sequences of the translation phrases' words, so "
+        "their vocabulary is heard in training while the held-out phrases stay held out (0; needs --word-sequences)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="parallel rendering processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
@@ -68,6 +76,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         languages=tuple(x.strip() for x in args.languages.split(",") if x.strip()),
         test_fraction=args.test_fraction,
         word_sequences=args.word_sequences,
+        phrase_words=args.phrase_words,
         jobs=args.jobs,
         progress=not args.quiet,
     )

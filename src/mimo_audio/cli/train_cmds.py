@@ -91,6 +91,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="code store: reuse the codes it holds for this tokenizer instead of encoding again, "
         "and add the newly encoded ones (e.g. to rebuild shards on another machine)",
     )
+    e.add_argument(
+        "--codes-from",
+        action="append",
+        default=[],
+        metavar="FILE.npz",
+        help="a further code store whose codes are reused but which is not written (repeatable), "
+        "e.g. an earlier corpus's store, so --codes receives only this corpus's new codes",
+    )
     e.add_argument("--device", default="cpu", help="torch device (default cpu)")
     e.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     e.set_defaults(func=cmd_encode)
@@ -182,6 +190,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         batch_size=args.batch_size,
         codes=args.codes,
+        codes_from=args.codes_from,
     )
     print(json.dumps({"out": args.out, "shards": len(index["shards"]), "samples": index["num_samples"]}))
     return 0

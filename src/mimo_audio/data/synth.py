@@ -95,6 +95,7 @@ class SynthOptions:
     languages: tuple[str, ...] = ("en", "zh")
     test_fraction: float = 0.1
     word_sequences: float = 0.0  # share of train sentences that are template-free word sequences
+    phrase_words: float = 0.0  # share of word sequences made of the translation phrases' words
     jobs: int = 1
     progress: bool = True
 
@@ -109,6 +110,10 @@ class SynthOptions:
             raise MimoAudioError(f"--test-fraction must be in (0, 1), got {self.test_fraction}")
         if not 0 <= self.word_sequences <= 1:
             raise MimoAudioError(f"--word-sequences must be in [0, 1], got {self.word_sequences}")
+        if not 0 <= self.phrase_words <= 1:
+            raise MimoAudioError(f"--phrase-words must be in [0, 1], got {self.phrase_words}")
+        if self.phrase_words > 0 and self.word_sequences == 0:
+            raise MimoAudioError("--phrase-words applies to word sequences: give --word-sequences too")
         if self.jobs < 1:
             raise MimoAudioError(f"--jobs must be >= 1, got {self.jobs}")
 
@@ -255,7 +260,12 @@ def build_plan(opts: SynthOptions) -> Plan:
     split_speakers = {"test": everyone[:k], "train": everyone[k:]}
     n_test = max(1, round(opts.utterances * opts.test_fraction))
     pools = st.sentence_pools(
-        opts.languages, max(50, opts.utterances), max(20, n_test), opts.seed, opts.word_sequences
+        opts.languages,
+        max(50, opts.utterances),
+        max(20, n_test),
+        opts.seed,
+        opts.word_sequences,
+        opts.phrase_words,
     )
     phrases = st.phrase_split(opts.seed, 0.2)
     plan = Plan()
@@ -317,7 +327,8 @@ def synthesize(opts: SynthOptions) -> dict:
     }
     meta = {
         "options": {"utterances": opts.utterances, "seed": opts.seed, "languages": list(opts.languages),
-                    "test_fraction": opts.test_fraction, "word_sequences": opts.word_sequences},
+                    "test_fraction": opts.test_fraction, "word_sequences": opts.word_sequences,
+                    "phrase_words": opts.phrase_words},
         "clips": len(clips),
         "hours": hours,
         "records": counts,

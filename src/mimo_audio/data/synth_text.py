@@ -7,6 +7,7 @@ seed. Numbers are written as words in both languages, so a transcript has one sp
 
 from __future__ import annotations
 
+import functools
 import random
 
 LANGUAGES = ("en", "zh")
@@ -176,14 +177,70 @@ def sentence(lang: str, rng: random.Random) -> str:
     return template.format(**slots)
 
 
-def word_sequence(lang: str, rng: random.Random) -> str:
+# The Mandarin phrases cut into words by hand (one string per phrase, words separated by spaces, no
+# punctuation); ``phrase_words`` checks that each cut spells its phrase exactly.
+_ZH_PHRASE_WORDS = (
+    "早上 好", "非常 感谢", "车站 在 哪里", "我 今天 很 高兴", "天气 很 好", "请 坐", "这个 多少 钱",
+    "我 喜欢 绿茶", "明天 见", "现在 几点 了", "我 饿 了", "请 打开 窗户", "我的 朋友 是 医生",
+    "火车 晚点 了", "你 会 说 中文 吗", "外面 在 下雨", "我 住在 一个 小 城市", "我们 去 公园 吧",
+    "这本 书 很 有意思", "咖啡 太 烫 了", "生日 快乐", "对不起", "你 在 哪里 工作", "商店 关门 了",
+    "我 需要 一辆 出租车", "欢迎 来 我们 家", "房间 很 干净", "你 能 帮 我 吗", "我 待会儿 给 你 打电话",
+    "饭菜 很 好吃", "我的 手机 坏 了", "我们 要 回家 了", "在 拐角处 左转", "音乐 太 吵 了",
+    "她 是 我的 妹妹", "我 不 明白", "一路 平安", "课 九点 开始", "请 说 慢 一点", "晚安",
+)  # fmt: skip
+_PUNCT = ".,?!。，？！"
+
+
+@functools.cache
+def phrase_words(lang: str) -> tuple[str, ...]:
+    """The distinct words of the 40 translation phrases in ``lang``, in first-seen order (English: a
+    phrase's first word lower-cased unless it is "I"; Mandarin: a hand segmentation)."""
+    if lang == "en":
+        words = []
+        for english, _ in PHRASES:
+            first, *rest = (w.strip(_PUNCT) for w in english.split())
+            words += [first if first == "I" else first.lower(), *rest]
+    elif lang == "zh":
+        for cut, (_, z) in zip(_ZH_PHRASE_WORDS, PHRASES, strict=True):
+            if cut.replace(" ", "") != z.rstrip(_PUNCT):
+                raise AssertionError(f"the word cut {cut!r} does not spell {z!r}")
+        words = [w for cut in _ZH_PHRASE_WORDS for w in cut.split()]
+    else:
+        raise ValueError(f"unknown language {lang!r} (known: {', '.join(LANGUAGES)})")
+    return tuple(dict.fromkeys(words))
+
+
+def _key(text: str) -> str:
+    """A sentence reduced to its lower-cased characters without spaces or punctuation."""
+    return "".join(c for c in text.lower() if c not in _PUNCT and not c.isspace())
+
+
+@functools.cache
+def _phrase_keys(lang: str) -> frozenset[str]:
+    return frozenset(_key(pair[LANGUAGES.index(lang)]) for pair in PHRASES)
+
+
+def word_sequence(lang: str, rng: random.Random, phrase_share: float = 0.0) -> str:
     """A template-free sentence: 3–7 slot phrases of ``lang`` (any slot, any order), e.g. "Emma the
     yellow door quiet at midnight." Such sentences carry no sentence-level prior, so a model trained
-    on them has to hear each word (docs/DEFAULT_MODEL.md §7, session 6)."""
+    on them has to hear each word (docs/DEFAULT_MODEL.md §7, session 6).
+
+    With probability ``phrase_share`` it is instead a short sequence of 2–5 words of the translation
+    phrases (:func:`phrase_words`), e.g. "Taxi birthday need." or "晚安出租车。": short clips whose words
+    the phrases use, so that the *vocabulary* of the held-out phrases is heard in training (the
+    phrases themselves stay held out) and a short clip is not taken for the nearest training phrase
+    (§7, session 12). At 0 the draws are those of earlier versions.
+    """
     words = {"en": _EN, "zh": _ZH}.get(lang)
     if words is None:
         raise ValueError(f"unknown language {lang!r} (known: {', '.join(LANGUAGES)})")
-    units = [rng.choice(words[k]) for k in rng.choices(sorted(words), k=rng.randint(3, 7))]
+    if phrase_share > 0 and rng.random() < phrase_share:
+        vocab, phrases = phrase_words(lang), _phrase_keys(lang)
+        units = [rng.choice(vocab) for _ in range(rng.randint(2, 5))]
+        while _key(" ".join(units)) in phrases:  # never a phrase itself (e.g. "Good night.")
+            units = [rng.choice(vocab) for _ in range(rng.randint(2, 5))]
+    else:
+        units = [rng.choice(words[k]) for k in rng.choices(sorted(words), k=rng.randint(3, 7))]
     if lang == "zh":
         return "".join(units) + "。"
     text = " ".join(units)
@@ -191,14 +248,20 @@ def word_sequence(lang: str, rng: random.Random) -> str:
 
 
 def sentence_pools(
-    languages: tuple[str, ...], n_train: int, n_test: int, seed: int, word_sequences: float = 0.0
+    languages: tuple[str, ...],
+    n_train: int,
+    n_test: int,
+    seed: int,
+    word_sequences: float = 0.0,
+    phrase_share: float = 0.0,
 ) -> dict[str, dict[str, list[str]]]:
     """Disjoint train and held-out sentence pools per language: ``{"train"|"test": {lang: [...]}}``.
 
     Held-out sentences are drawn first from their own stream; train draws skip them. A pool may be
     smaller than asked when the templates run out of distinct sentences. ``word_sequences`` is the
     share of train sentences drawn by :func:`word_sequence` instead of the templates (the held-out
-    pool keeps to the templates); at 0 the pools are those of earlier versions.
+    pool keeps to the templates); at 0 the pools are those of earlier versions. ``phrase_share`` is
+    passed to :func:`word_sequence`.
     """
     pools: dict[str, dict[str, list[str]]] = {"train": {}, "test": {}}
     for lang in languages:
@@ -210,7 +273,7 @@ def sentence_pools(
                 if len(out) >= n:
                     break
                 free = split == "train" and word_sequences > 0 and rng.random() < word_sequences
-                s = word_sequence(lang, rng) if free else sentence(lang, rng)
+                s = word_sequence(lang, rng, phrase_share) if free else sentence(lang, rng)
                 if s not in taken:
                     taken.add(s)
                     out.append(s)

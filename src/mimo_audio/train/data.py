@@ -231,6 +231,24 @@ def open_sources(paths: Sequence[str]) -> ConcatSource:
     return ConcatSource(sources)
 
 
+def source_files(source) -> list[tuple[str, int, int]]:
+    """``(resolved path, size, mtime_ns)`` of every file a source reads, in order: what a cache of
+    values derived from the source's records is keyed by."""
+    if isinstance(source, ConcatSource):
+        return [f for s in source.sources for f in source_files(s)]
+    if isinstance(source, JsonlSource):
+        files = [source.path]
+    elif isinstance(source, ShardSource):
+        files = list(dict.fromkeys(f for f, _ in source.samples))
+    else:
+        raise TypeError(f"unknown record source {type(source).__name__}")
+    out = []
+    for f in files:
+        st = Path(f).stat()
+        out.append((str(Path(f).resolve()), st.st_size, st.st_mtime_ns))
+    return out
+
+
 # ---------------------------------------------------------------------------- batch plan
 def sample_rng(seed: int, *parts: int) -> random.Random:
     """A ``random.Random`` determined by ``seed`` and ``parts`` (stable across runs and processes)."""

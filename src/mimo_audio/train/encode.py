@@ -7,7 +7,9 @@ written atomically, so an interrupted encode resumes where it stopped.
 
 **Code store** (``data encode --codes FILE.npz``): the LM codes of every audio file encoded so far,
 keyed by the file's path as the manifest names it and by a fingerprint of the tokenizer's weights,
-so shards can be rebuilt (another split, a new machine) without running the encoder again.
+so shards can be rebuilt (another split, a new machine) without running the encoder again. Further
+stores (``--codes-from``) are only read, so a new corpus can keep its new codes in a file of its own
+while reusing those of earlier corpora.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import tarfile
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +113,14 @@ def encode_manifest(
     batch_size: int = 8,
     progress: bool = True,
     codes: str | Path | None = None,
+    codes_from: Sequence[str | Path] = (),
 ) -> dict:
     """Tokenize every audio field of a manifest once into code shards (see the module docstring).
 
     Shards that already exist are kept (an interrupted run resumes). ``codes``: a :class:`CodeStore`
     file whose codes are used instead of encoding again and which receives every newly encoded file
-    (saved after each shard). Returns the index written to ``out_dir/index.json``.
+    (saved after each shard); ``codes_from``: further code store files that are only read (a file
+    that does not exist is an error). Returns the index written to ``out_dir/index.json``.
     """
     manifest = Path(manifest)
     records = read_jsonl(manifest)
@@ -123,10 +128,20 @@ def encode_manifest(
     out.mkdir(parents=True, exist_ok=True)
     resolver = CodeResolver(channels, group_size)
     store = None
-    if codes is not None:
-        store = CodeStore(codes, tokenizer_fingerprint(audio_tokenizer, channels, group_size))
-        if progress and len(store):
-            log.info(f"{codes}: {len(store)} files already encoded")
+    known_stores: list[CodeStore] = []
+    if codes is not None or codes_from:
+        fingerprint = tokenizer_fingerprint(audio_tokenizer, channels, group_size)
+        for path in codes_from:
+            if not Path(path).is_file():
+                raise DataError(f"{path}: no such code store")
+            known_stores.append(CodeStore(path, fingerprint))
+        if codes is not None:
+            store = CodeStore(codes, fingerprint)
+            known_stores.append(store)
+        if progress:
+            for st in known_stores:
+                if len(st):
+                    log.info(f"{st.path}: {len(st)} files already encoded")
     n_shards = max(1, -(-len(records) // shard_size))
     start = time.time()
     shards = []
@@ -140,7 +155,8 @@ def encode_manifest(
         encoded: dict[Path, np.ndarray] = {}
         todo = []
         for f in files:
-            known = store.get(_store_name(f, manifest.parent)) if store is not None else None
+            name = _store_name(f, manifest.parent)
+            known = next((c for st in known_stores if (c := st.get(name)) is not None), None)
             if known is not None:
                 encoded[f] = known
             else:

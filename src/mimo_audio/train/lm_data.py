@@ -29,16 +29,23 @@ the generation loop samples for codebook ``c`` at step ``t``.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from ..audio import atomic_write
 from ..prompts import Example, PromptBuilder, normalize_tts_text, parse_messages
 from ..text_tokenizer import TextTokenizer
-from .data import CodeResolver, DataError, sample_rng, walk_audio
+from .data import CodeResolver, DataError, sample_rng, source_files, walk_audio
+
+log = logging.getLogger("mimo_audio.train")
 
 IGNORE = -100
 
@@ -227,6 +234,11 @@ class SequenceBuilder:
 
 
 # ---------------------------------------------------------------------------- dataset + batches
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a file object: numpy would add ".npy" to a name
+        np.save(fh, array)
+
+
 class LMDataset:
     """Examples of a record source, built deterministically per index (template draws included)."""
 
@@ -240,11 +252,47 @@ class LMDataset:
         empty_text_id: int,
         empty_ids: Sequence[int],
         delays: Sequence[int],
+        cache_dir: str | Path | None = None,
     ) -> None:
         self.source, self.builder, self.resolver, self.seed = source, builder, resolver, seed
         self.empty_text_id, self.empty_ids, self.delays = empty_text_id, tuple(empty_ids), tuple(delays)
         self.G = builder.G
-        self.lengths = [self.example(i).patches for i in range(len(source))]
+        self.lengths = self._lengths(Path(cache_dir) if cache_dir is not None else None)
+
+    def _lengths(self, cache_dir: Path | None) -> list[int]:
+        """Every example's length in patches. Building each example to learn it takes minutes on a
+        large corpus, so with ``cache_dir`` the lengths are kept in ``lengths-<key>.npy`` there, keyed
+        by the source files (path, size, mtime), the seed and the sequence layout; a cached file is
+        used only when a spot check of examples rebuilt now agrees with it."""
+        n = len(self.source)
+        path = None
+        if cache_dir is not None:
+            key = {
+                "files": source_files(self.source),
+                "seed": self.seed,
+                "G": self.G,
+                "loss_on": self.builder.loss_on,
+                "vocab": self.builder.tok.vocab_size,
+                "empty": [self.empty_text_id, *self.empty_ids],
+            }
+            digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+            path = cache_dir / f"lengths-{digest}.npy"
+            try:
+                cached = np.load(path) if path.is_file() else None
+            except (OSError, ValueError):
+                cached = None
+            if cached is not None and cached.shape == (n,):
+                check = sorted({*np.linspace(0, n - 1, num=min(n, 16), dtype=int).tolist()}) if n else []
+                if all(self.example(i).patches == int(cached[i]) for i in check):
+                    return cached.astype(int).tolist()
+                log.warning(f"{path}: cached lengths do not match the data; building them again")
+        lengths = [self.example(i).patches for i in range(n)]
+        if path is not None:
+            try:
+                atomic_write(path, lambda tmp: _save_npy(tmp, np.asarray(lengths, dtype=np.int64)))
+            except OSError as e:
+                log.warning(f"{path}: lengths not cached ({e})")
+        return lengths
 
     def __len__(self) -> int:
         return len(self.lengths)

@@ -225,6 +225,7 @@ class LMTrainer(Trainer):
                 empty_text_id=self.text_tok.id("<|empty|>"),
                 empty_ids=lmc.speech_zeroemb_idx,
                 delays=lmc.delay_pattern,
+                cache_dir=Path(cfg.run.out_dir) / "cache",  # example lengths, for the next start
             )
 
         self.train_data = dataset(d.train)
