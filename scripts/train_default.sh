@@ -2,7 +2,7 @@
 # Train the default model pair end to end on CPU, resumably (docs/DEFAULT_MODEL.md):
 #   synth → tokenizer stage 1 → export → encode → [tokenizer stage 2 → export] → LM → export
 #   → synth2 → encode2 → LM stage 2 → export → synth3 → encode3 → LM stage 3 → export
-#   → synth4 → encode4 → LM stage 4 → export → release
+#   → synth4 → encode4 → LM stage 4 → export → LM stage 5 → release
 # Each step leaves a marker in $RUN/done/ and is skipped when its marker exists; an interrupted
 # training step resumes from its latest checkpoint, so a later session continues where this one stopped.
 # The run folder lives on one machine; training progress also goes to $STATE in the repository
@@ -29,9 +29,9 @@
 #                         --phrase-words`)
 #   MIMO_DEFAULT_BF16     1 (default): LM steps train under bf16 autocast when this CPU has bf16
 #                         instructions (AVX512-BF16 or AMX: 1.6x the patches/s of fp32); 0: as the recipe says
-#   MIMO_DEFAULT_RELEASE_LM  the LM stage the release takes (lm4; any trained lm, lm2, lm3, lm4)
+#   MIMO_DEFAULT_RELEASE_LM  the LM stage the release takes (lm5; any trained lm, lm2, …, lm5)
 #   MIMO_DEFAULT_TOK_SET, MIMO_DEFAULT_TOK2_SET, MIMO_DEFAULT_LM_SET, MIMO_DEFAULT_LM2_SET,
-#   MIMO_DEFAULT_LM3_SET, MIMO_DEFAULT_LM4_SET
+#   MIMO_DEFAULT_LM3_SET, MIMO_DEFAULT_LM4_SET, MIMO_DEFAULT_LM5_SET
 #                         extra space-separated KEY=VALUE recipe overrides (e.g. "run.max_steps=100")
 #   MIMO_AUDIO_BIN        the mimo-audio command (default: .venv/bin/mimo-audio of this checkout)
 set -euo pipefail
@@ -240,7 +240,7 @@ export_ export_lm3 "$RUN/lm3" "$RUN/export/lm3" "$STATE/lm3" # float32: LM stage
 # never the phrases), trained on together with the third (docs/DEFAULT_MODEL.md §7, session 12). Its
 # new codes go to a code store of their own, state/codes4.npz.
 C4=$RUN/corpus4
-if ! trained lm4; then
+if ! { trained lm4 && trained lm5; }; then
     synth synth4 "$C4" "$C3" --word-sequences "${MIMO_DEFAULT_WORD_SEQUENCES4:-0.7}" \
         --phrase-words "${MIMO_DEFAULT_PHRASE_WORDS4:-0.5}"
     encode encode4 "$C4" "$RUN/shards4" codes4.npz
@@ -249,11 +249,18 @@ setargs "${MIMO_DEFAULT_LM4_SET:-}"
 train lm lm4 "$RECIPES/default_lm4.yaml" "$RUN/lm4" --set "model.init=$RUN/export/lm3" \
     --set "data.train=[$RUN/shards3/train,$RUN/shards4/train]" --set "data.eval=[$RUN/shards4/test]" \
     "${SETARGS[@]}"
+export_ export_lm4 "$RUN/lm4" "$RUN/export/lm4" "$STATE/lm4" # float32: LM stage 5 starts from it
 
-# 14. release folder: model/ + tokenizer/ in the official format (MIMO_AUDIO_DEFAULT_DIR=$RUN/release).
+# 14. LM stage 5: stage 4 trained on the fourth corpus alone, so the phrases' words weigh more
+setargs "${MIMO_DEFAULT_LM5_SET:-}"
+train lm lm5 "$RECIPES/default_lm5.yaml" "$RUN/lm5" --set "model.init=$RUN/export/lm4" \
+    --set "data.train=[$RUN/shards4/train]" --set "data.eval=[$RUN/shards4/test]" \
+    "${SETARGS[@]}"
+
+# 15. release folder: model/ + tokenizer/ in the official format (MIMO_AUDIO_DEFAULT_DIR=$RUN/release).
 # The LM is the chosen stage's packed state (so every machine ships the same weights) in bfloat16
 # (it loads as float32 on CPU); done/release records the stage, so choosing another rebuilds it.
-RELEASE_LM=${MIMO_DEFAULT_RELEASE_LM:-lm4}
+RELEASE_LM=${MIMO_DEFAULT_RELEASE_LM:-lm5}
 if ! done_ release || [[ $(<"$RUN/done/release") != "$RELEASE_LM "* ]]; then
     src=$STATE/$RELEASE_LM
     [[ -e $src/trainer.json ]] || src=$RUN/$RELEASE_LM

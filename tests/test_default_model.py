@@ -160,6 +160,7 @@ def _driver(
         "MIMO_DEFAULT_LM2_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
         "MIMO_DEFAULT_LM3_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
         "MIMO_DEFAULT_LM4_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
+        "MIMO_DEFAULT_LM5_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
         "MIMO_DEFAULT_BF16": "0",
         **extra_env,
     }
@@ -195,10 +196,12 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
         "synth4",
         "encode4",
         "lm4",
+        "export_lm4",
+        "lm5",
         "release",
     ):
         assert (run / "done" / step).is_file(), step
-    assert (run / "done/release").read_text().startswith("lm4 ")  # the release takes LM stage 4
+    assert (run / "done/release").read_text().startswith("lm5 ")  # the release takes LM stage 5
     meta2 = json.loads((run / "corpus2/meta.json").read_text())
     assert meta2["options"]["word_sequences"] == 0.5, meta2
     meta3 = json.loads((run / "corpus3/meta.json").read_text())
@@ -235,6 +238,7 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
         "lm2",
         "lm3",
         "lm4",
+        "lm5",
     ):  # each finished training step is packed in the state
         assert (state / "done" / step).is_file() and (state / step / "trainer.json").is_file(), step
         assert not (state / step / "optim.pt").exists()
