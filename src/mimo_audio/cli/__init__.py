@@ -51,8 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
 
 
+_handler_pid: int | None = None  # the process that installed _terminate (forked workers inherit it)
+
+
 def _terminate(signum, frame) -> None:
-    print("mimo-audio: terminated", file=sys.stderr)
+    if os.getpid() == _handler_pid:  # one line, from the command's own process
+        print("mimo-audio: terminated", file=sys.stderr)
     raise SystemExit(EXIT_TERMINATED)
 
 
@@ -66,6 +70,8 @@ def terminate_as_exit():
         return None
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return None
+    global _handler_pid
+    _handler_pid = os.getpid()
     return signal.signal(signal.SIGTERM, _terminate)
 
 
