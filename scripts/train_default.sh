@@ -264,7 +264,7 @@ RELEASE_LM=${MIMO_DEFAULT_RELEASE_LM:-lm5}
 if ! done_ release || [[ $(<"$RUN/done/release") != "$RELEASE_LM "* ]]; then
     src=$STATE/$RELEASE_LM
     [[ -e $src/trainer.json ]] || src=$RUN/$RELEASE_LM
-    compgen -G "$src/trainer.json" >/dev/null || compgen -G "$src/checkpoints/step-*" >/dev/null \
+    [[ -e $src/trainer.json ]] || compgen -G "$src/checkpoints/step-*" >/dev/null \
         || { log "release: no trained $RELEASE_LM"; exit 2; }
     rm -rf "$RUN/release.tmp"
     mkdir -p "$RUN/release.tmp"
