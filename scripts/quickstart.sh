@@ -16,5 +16,5 @@ if [[ -z ${MIMO_AUDIO_MODEL:-} ]] && ! .venv/bin/python -c 'from mimo_audio.defa
     cap_tts=(--max-new-steps 40) cap_asr=(--max-new-steps 20) # random weights never stop on their own
 fi
 mkdir -p out
-.venv/bin/mimo-audio tts "There are three small boats on the river." --out out/hello.wav --seed 0 "${cap_tts[@]}"
+.venv/bin/mimo-audio tts "Please wash a red bicycle after lunch." --out out/hello.wav --seed 0 "${cap_tts[@]}"
 .venv/bin/mimo-audio asr out/hello.wav --seed 0 "${cap_asr[@]}"

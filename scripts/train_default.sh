@@ -2,7 +2,8 @@
 # Train the default model pair end to end on CPU, resumably (docs/DEFAULT_MODEL.md):
 #   synth → tokenizer stage 1 → export → encode → [tokenizer stage 2 → export] → LM → export
 #   → synth2 → encode2 → LM stage 2 → export → synth3 → encode3 → LM stage 3 → export
-#   → synth4 → encode4 → LM stage 4 → export → LM stage 5 → release
+#   → synth4 → encode4 → LM stage 4 → export → LM stage 5 → export → LM stage 6 → export
+#   → LM stage 7 → export → LM stage 8 → export → LM stage 9 → release
 # Each step leaves a marker in $RUN/done/ and is skipped when its marker exists; an interrupted
 # training step resumes from its latest checkpoint, so a later session continues where this one stopped.
 # The run folder lives on one machine; training progress also goes to $STATE in the repository
@@ -29,9 +30,10 @@
 #                         --phrase-words`)
 #   MIMO_DEFAULT_BF16     1 (default): LM steps train under bf16 autocast when this CPU has bf16
 #                         instructions (AVX512-BF16 or AMX: 1.6x the patches/s of fp32); 0: as the recipe says
-#   MIMO_DEFAULT_RELEASE_LM  the LM stage the release takes (lm5; any trained lm, lm2, …, lm5)
+#   MIMO_DEFAULT_RELEASE_LM  the LM stage the release takes (lm9; any trained lm, lm2, …, lm9)
 #   MIMO_DEFAULT_TOK_SET, MIMO_DEFAULT_TOK2_SET, MIMO_DEFAULT_LM_SET, MIMO_DEFAULT_LM2_SET,
-#   MIMO_DEFAULT_LM3_SET, MIMO_DEFAULT_LM4_SET, MIMO_DEFAULT_LM5_SET
+#   MIMO_DEFAULT_LM3_SET, MIMO_DEFAULT_LM4_SET, MIMO_DEFAULT_LM5_SET, MIMO_DEFAULT_LM6_SET,
+#   MIMO_DEFAULT_LM7_SET, MIMO_DEFAULT_LM8_SET, MIMO_DEFAULT_LM9_SET
 #                         extra space-separated KEY=VALUE recipe overrides (e.g. "run.max_steps=100")
 #   MIMO_AUDIO_BIN        the mimo-audio command (default: .venv/bin/mimo-audio of this checkout)
 set -euo pipefail
@@ -53,6 +55,13 @@ done_() { [[ -e "$RUN/done/$1" ]]; }
 mark() { date -u +%FT%TZ >"$RUN/done/$1"; }
 # a training step finished on any machine: its final packed checkpoint is in $STATE/<step>
 trained() { [[ -e "$STATE/done/$1" && -e "$STATE/$1/trainer.json" ]]; }
+# superseded LATER...: a later stage is trained, so an earlier one that only feeds it need not be
+# (its packed state is not kept in the repository: each stage's state is a 33 MB file in git)
+superseded() {
+    local s
+    for s in "$@"; do trained "$s" && return 0; done
+    return 1
+}
 # pack NAME OUT_DIR: the latest checkpoint of OUT_DIR → $STATE/NAME (atomic)
 pack() {
     compgen -G "$2/checkpoints/step-*" >/dev/null || return 0
@@ -238,11 +247,12 @@ export_ export_lm3 "$RUN/lm3" "$RUN/export/lm3" "$STATE/lm3" # float32: LM stage
 # 12–13. LM stage 4: a fourth corpus of the same seed whose word sequences are, half of them, short
 # sequences of the translation phrases' words (`--phrase-words`: the held-out phrases' vocabulary,
 # never the phrases), trained on together with the third (docs/DEFAULT_MODEL.md §7, session 12). Its
-# new codes go to a code store of their own, state/codes4.npz.
+# new codes go to a code store of their own, state/codes4.npz. Its TTS records carry espeak-ng's word
+# start times (`--word-times`), which only LM stage 6 reads (data.tts_alignment).
 C4=$RUN/corpus4
-if ! { trained lm4 && trained lm5; }; then
+if ! trained lm9; then
     synth synth4 "$C4" "$C3" --word-sequences "${MIMO_DEFAULT_WORD_SEQUENCES4:-0.7}" \
-        --phrase-words "${MIMO_DEFAULT_PHRASE_WORDS4:-0.5}"
+        --phrase-words "${MIMO_DEFAULT_PHRASE_WORDS4:-0.5}" --word-times
     encode encode4 "$C4" "$RUN/shards4" codes4.npz
 fi
 setargs "${MIMO_DEFAULT_LM4_SET:-}"
@@ -256,11 +266,49 @@ setargs "${MIMO_DEFAULT_LM5_SET:-}"
 train lm lm5 "$RECIPES/default_lm5.yaml" "$RUN/lm5" --set "model.init=$RUN/export/lm4" \
     --set "data.train=[$RUN/shards4/train]" --set "data.eval=[$RUN/shards4/test]" \
     "${SETARGS[@]}"
+export_ export_lm5 "$RUN/lm5" "$RUN/export/lm5" "$STATE/lm5" # float32: LM stage 6 starts from it
 
-# 15. release folder: model/ + tokenizer/ in the official format (MIMO_AUDIO_DEFAULT_DIR=$RUN/release).
+# 15. LM stage 6: stage 5 trained on the fourth corpus with word-aligned TTS streams (each word's
+# tokens just before the speech patch where espeak-ng starts it, instead of 5-token / 5-patch chunks
+# that run seconds ahead of the speech; docs/DEFAULT_MODEL.md §7, session 13)
+setargs "${MIMO_DEFAULT_LM6_SET:-}"
+if ! superseded lm7 lm8 lm9; then
+    train lm lm6 "$RECIPES/default_lm6.yaml" "$RUN/lm6" --set "model.init=$RUN/export/lm5" \
+        --set "data.train=[$RUN/shards4/train]" --set "data.eval=[$RUN/shards4/test]" \
+        "${SETARGS[@]}"
+    export_ export_lm6 "$RUN/lm6" "$RUN/export/lm6" "$STATE/lm6" # float32: LM stage 7 starts from it
+fi
+
+# 16. LM stage 7: stage 6 with the loss weighted towards speech (text 30 instead of 100, codebook
+# weights doubled): the text hardly steered the speech (docs/DEFAULT_MODEL.md §7, session 13)
+setargs "${MIMO_DEFAULT_LM7_SET:-}"
+if ! superseded lm8 lm9; then
+    train lm lm7 "$RECIPES/default_lm7.yaml" "$RUN/lm7" --set "model.init=$RUN/export/lm6" \
+        --set "data.train=[$RUN/shards4/train]" --set "data.eval=[$RUN/shards4/test]" \
+        "${SETARGS[@]}"
+    export_ export_lm7 "$RUN/lm7" "$RUN/export/lm7" "$STATE/lm7" # float32: LM stage 8 starts from it
+fi
+
+# 17. LM stage 8: stage 7 with speech input noise (a fifth of the predicted speech patches get another
+# patch's codes as input), so that generation follows the text when its own speech goes wrong
+setargs "${MIMO_DEFAULT_LM8_SET:-}"
+if ! superseded lm9; then
+    train lm lm8 "$RECIPES/default_lm8.yaml" "$RUN/lm8" --set "model.init=$RUN/export/lm7" \
+        --set "data.train=[$RUN/shards4/train]" --set "data.eval=[$RUN/shards4/test]" \
+        "${SETARGS[@]}"
+    export_ export_lm8 "$RUN/lm8" "$RUN/export/lm8" "$STATE/lm8" # float32: LM stage 9 starts from it
+fi
+
+# 18. LM stage 9: stage 8 with twice the speech input noise (0.4)
+setargs "${MIMO_DEFAULT_LM9_SET:-}"
+train lm lm9 "$RECIPES/default_lm9.yaml" "$RUN/lm9" --set "model.init=$RUN/export/lm8" \
+    --set "data.train=[$RUN/shards4/train]" --set "data.eval=[$RUN/shards4/test]" \
+    "${SETARGS[@]}"
+
+# 19. release folder: model/ + tokenizer/ in the official format (MIMO_AUDIO_DEFAULT_DIR=$RUN/release).
 # The LM is the chosen stage's packed state (so every machine ships the same weights) in bfloat16
 # (it loads as float32 on CPU); done/release records the stage, so choosing another rebuilds it.
-RELEASE_LM=${MIMO_DEFAULT_RELEASE_LM:-lm5}
+RELEASE_LM=${MIMO_DEFAULT_RELEASE_LM:-lm9}
 if ! done_ release || [[ $(<"$RUN/done/release") != "$RELEASE_LM "* ]]; then
     src=$STATE/$RELEASE_LM
     [[ -e $src/trainer.json ]] || src=$RUN/$RELEASE_LM

@@ -328,3 +328,48 @@ def test_committed_default_text_tokenizer_is_regenerable(tmp_path):
         )
     lm = json.loads((ROOT / "recipes" / "default" / "lm_config.json").read_text())
     assert TextTokenizer.from_dir(committed).vocab_size <= lm["vocab_size"]
+
+
+# ---------------------------------------------------------------------------- word timings
+def _rms(wav: np.ndarray, start: float, end: float) -> float:
+    seg = wav[int(start * 24000) : int(end * 24000)]
+    return float(np.sqrt(np.mean(seg**2))) if seg.size else 0.0
+
+
+@needs_espeak
+def test_word_starts_are_where_the_words_are_spoken():
+    en_gb = next(s for s in synth_audio.speakers(0) if s.accent == "en-gb")  # a language, not a voice name
+    text = "Where is the station? My phone is broken."
+    style = synth_audio.Style(wpm=160)
+    starts = synth_audio.word_starts(text, "en", en_gb, style)
+    wav = synth_audio.render(text, "en", en_gb, style)
+    offsets, secs = [o for o, _ in starts], [s for _, s in starts]
+    assert offsets[0] == 0 and offsets == sorted(set(offsets))
+    assert all(text[o].isalpha() and (o == 0 or text[o - 1] == " ") for o in offsets)
+    assert 5 <= len(starts) <= 8 and secs == sorted(secs) and secs[-1] < len(wav) / 24000 - 0.1
+    # the pause at "?" lies just before "My", speech just after it
+    my = secs[offsets.index(text.index("My"))]
+    assert _rms(wav, my - 0.12, my - 0.02) < 0.1 * _rms(wav, my, my + 0.3)
+    # a slower rate moves the words later; whispering keeps the timings' shape
+    slow = synth_audio.word_starts(text, "en", en_gb, synth_audio.Style(rate="slow", wpm=115))
+    assert [o for o, _ in slow] == offsets and slow[-1][1] > 1.2 * secs[-1]
+    assert synth_audio.word_starts(text, "en", en_gb, synth_audio.Style(whisper=True, wpm=160))
+    zh = synth_audio.word_starts("在桥上有五个人。", "zh", en_gb, style)
+    assert [o for o, _ in zh] == list(range(7))  # one event per Han character
+
+
+@needs_espeak
+def test_word_times_option_annotates_the_tts_records(tmp_path):
+    opts = dict(utterances=16, seed=2, jobs=1, progress=False)
+    meta = synth.synthesize(synth.SynthOptions(out=tmp_path, word_times=True, **opts))
+    assert meta["options"]["word_times"] is True
+    tts = read(tmp_path / "train_tts.jsonl") + read(tmp_path / "train_instruct_tts.jsonl")
+    assert tts and all(r["word_starts"] and r["word_starts"][0][0] == 0 for r in tts)
+    for r in tts:
+        dur = sf.info(str(tmp_path / r["audio"])).duration
+        assert all(0 <= s < dur and 0 <= o < len(r["text"]) for o, s in r["word_starts"])
+    assert not any("word_starts" in r for r in read(tmp_path / "train_asr.jsonl"))
+    lm_tts = [r for r in read(tmp_path / "train_lm.jsonl") if r["task"] == "tts"]
+    assert sorted(map(json.dumps, lm_tts)) == sorted(map(json.dumps, tts))
+    plain = synth.build_plan(synth.SynthOptions(out=tmp_path / "p", **opts))  # the option adds no clip
+    assert len(plain.clips) == meta["clips"]

@@ -161,6 +161,10 @@ def _driver(
         "MIMO_DEFAULT_LM3_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
         "MIMO_DEFAULT_LM4_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
         "MIMO_DEFAULT_LM5_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
+        "MIMO_DEFAULT_LM6_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
+        "MIMO_DEFAULT_LM7_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
+        "MIMO_DEFAULT_LM8_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
+        "MIMO_DEFAULT_LM9_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
         "MIMO_DEFAULT_BF16": "0",
         **extra_env,
     }
@@ -198,10 +202,18 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
         "lm4",
         "export_lm4",
         "lm5",
+        "export_lm5",
+        "lm6",
+        "export_lm6",
+        "lm7",
+        "export_lm7",
+        "lm8",
+        "export_lm8",
+        "lm9",
         "release",
     ):
         assert (run / "done" / step).is_file(), step
-    assert (run / "done/release").read_text().startswith("lm5 ")  # the release takes LM stage 5
+    assert (run / "done/release").read_text().startswith("lm9 ")  # the release takes LM stage 9
     meta2 = json.loads((run / "corpus2/meta.json").read_text())
     assert meta2["options"]["word_sequences"] == 0.5, meta2
     meta3 = json.loads((run / "corpus3/meta.json").read_text())
@@ -211,6 +223,10 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
     assert len(train3 - train2) > len(train3) // 2  # the third corpus brings new sentences
     meta4 = json.loads((run / "corpus4/meta.json").read_text())
     assert (meta4["options"]["word_sequences"], meta4["options"]["phrase_words"]) == (0.7, 0.5), meta4
+    assert meta4["options"]["word_times"] is True  # LM stage 6 trains word-aligned TTS streams
+    tts4 = [r for r, _ in map(ShardSource(run / "shards4/train").get, range(len(ShardSource(run / "shards4/train"))))
+            if r["task"] == "tts"]  # fmt: skip
+    assert tts4 and all(r["word_starts"] for r in tts4)
     # corpus 4's new codes go to a store of its own; the first corpora's store is only read
     assert (state / "codes.npz").is_file() and (state / "codes4.npz").is_file()
     assert sorted(p.name for p in (release / "model").iterdir()) == [
@@ -239,6 +255,10 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
         "lm3",
         "lm4",
         "lm5",
+        "lm6",
+        "lm7",
+        "lm8",
+        "lm9",
     ):  # each finished training step is packed in the state
         assert (state / "done" / step).is_file() and (state / step / "trainer.json").is_file(), step
         assert not (state / step / "optim.pt").exists()
@@ -259,9 +279,13 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
     # a fresh machine: only the packed state is left; the corpus is regenerated, finished training
     # steps are exported from their packed checkpoints and the unfinished LM continues from its own
     (state / "done" / "lm").unlink()
+    for step in ("lm6", "lm7"):  # stages that only feed a trained later one need no packed state
+        shutil.rmtree(state / step)
+        (state / "done" / step).unlink()
     run2 = tmp_path / "run2"
     proc = _driver(run2, tok_cfg, lm_cfg, lm_steps=4, state=state)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "lm6:" not in proc.stderr and "lm7:" not in proc.stderr and "lm9: done" in proc.stderr
     assert "tokenizer1: done" in proc.stderr and f"exporting {state / 'tokenizer1'}" in proc.stderr
     assert "files already encoded" in proc.stderr  # shards rebuilt from the code store
     first = ShardSource(run / "shards/train")
@@ -283,5 +307,5 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
     assert proc.returncode == 0 and (run2 / "done/release").read_text().startswith("lm3 "), proc.stderr[
         -3000:
     ]
-    proc = _driver(run2, tok_cfg, lm_cfg, lm_steps=4, state=state, MIMO_DEFAULT_RELEASE_LM="lm9")
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith("release: no trained lm9")
+    proc = _driver(run2, tok_cfg, lm_cfg, lm_steps=4, state=state, MIMO_DEFAULT_RELEASE_LM="lm10")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith("release: no trained lm10")

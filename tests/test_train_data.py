@@ -350,3 +350,65 @@ def test_packed_rows_score_like_separate_sequences(tmp_path, expected_tensors, s
         together = module(**packed)
         alone = sum(module(**data.collate([[i]], data.lengths[i])) for i in (0, 2, 3))
     assert torch.allclose(together, alone, rtol=1e-4)
+
+
+def test_word_aligned_tts_stream(seq, tok):
+    aligned = SequenceBuilder(seq.b, tok, "response", aligned_tts=True)
+    text = "hello big world. again"
+    # "hello" starts in patch 0, "big" in patch 1 (0.30 s), "world." in 3 (0.50 s), "again" in 6
+    record = {"task": "tts", "text": text, "word_starts": [[0, 0.0], [6, 0.30], [10, 0.50], [17, 1.0]]}
+    record["audio"] = torch.arange(40 * 8).reshape(40, 8) % 100  # 10 patches
+    ex = aligned.build(record, random.Random(0))
+    plain = seq.build(record, random.Random(0))
+    sostm, eot, eostm = tok.id("<|sostm|>"), tok.id("<|eot|>"), tok.id("<|eostm|>")
+    text_ids = ex.ids[0, ::G].tolist()
+    start = text_ids.index(sostm) + 1
+    assert ex.ids[:, : G * start].equal(plain.ids[:, : G * start])  # the same prompt
+    spoken = tok.encode("Hello big world. again")
+    seen, speech, at = [], [], {}
+    for p in range(start, len(text_ids)):
+        t = text_ids[p]
+        if t == tok.id("<|empty|>"):
+            speech.append(ex.ids[1:, G * p : G * (p + 1)].T)
+        else:
+            seen.append(t)
+            at.setdefault(len(speech), []).append(t)
+    assert torch.cat(speech).equal(record["audio"])  # every speech patch once, in order
+    assert seen == spoken + [eot, eostm]
+    words = {0: "Hello", 1: " big", 3: " world.", 6: " again"}
+    for patch, word in words.items():
+        assert at[patch][: len(tok.encode(word))] == tok.encode(word)
+    assert at[6] == tok.encode(" again") + [eot] and at[10] == [eostm]
+    # without word starts, or without aligned_tts, the 5-token / 5-patch stream
+    del record["word_starts"]
+    assert aligned.build(record, random.Random(0)).ids.equal(plain.ids)
+    assert plain.ids[:, G * (start - 1) :].equal(seq.b.stream("Hello big world. again", record["audio"]))
+
+
+def test_speech_input_noise_swaps_response_speech_inputs_only(tmp_path, expected_tensors, seq, lm):
+    records = [r for r in lm_records(expected_tensors) if r["task"] in ("tts", "continuation")]
+    manifest = make_lm_data(tmp_path, expected_tensors, records)
+
+    def dataset(noise):
+        return LMDataset(
+            open_sources([str(manifest)]), seq, CodeResolver(8, G), seed=0, empty_text_id=lm.empty_text_id,
+            empty_ids=lm.config.speech_zeroemb_idx, delays=lm.config.delay_pattern, speech_noise=noise,
+        )  # fmt: skip
+
+    clean, noisy = dataset(0.0), dataset(0.5)
+    rows = [[i] for i in range(len(clean))]
+    length = max(clean.lengths)
+    a, b = clean.collate(rows, length), dataset(0.5).collate(rows, length)
+    assert b["ids"].equal(noisy.collate(rows, length)["ids"])  # deterministic
+    for key in ("text_targets", "speech_targets", "positions", "doc"):
+        assert a[key].equal(b[key]), key  # targets stay true
+    assert a["ids"][:, 0].equal(b["ids"][:, 0])  # the text channel is untouched
+    changed = (a["ids"][:, 1:] != b["ids"][:, 1:]).any(1).reshape(len(rows), length, G).any(-1)  # [B, L]
+    assert changed.any()
+    for r in range(len(rows)):
+        ex = clean.example(r)
+        speech = (ex.ids[0, ::G] == lm.empty_text_id) & ex.target
+        assert not changed[r, : ex.patches][~speech].any()  # prompt audio and text patches kept
+        patches = {tuple(ex.ids[1:, G * p : G * (p + 1)].flatten().tolist()) for p in speech.nonzero()[:, 0]}
+        for p in changed[r].nonzero()[:, 0]:  # each swapped input is another speech patch of the example
+            assert tuple(b["ids"][r, 1:, G * p : G * (p + 1)].flatten().tolist()) in patches

@@ -24,6 +24,7 @@ from .text_tokenizer import TextTokenizer
 IGNORE = -100
 STREAM_TEXT_CHUNK = 5  # tokens per text chunk inside a stream
 STREAM_AUDIO_CHUNK = 5  # patches per audio chunk inside a stream
+FRAME_RATE = 25  # audio tokenizer frames per second (SPEC §2)
 
 ASR_TEMPLATES_ZH = (
     "请将这段语音转换为文字",
@@ -191,6 +192,42 @@ class PromptBuilder:
                 parts.append(self._text_patches(text_chunks[i]))
             if i < len(audio_chunks):
                 parts.append(self._speech_patches(audio_chunks[i]))
+        parts.append(self._text_patches([self.ids["<|eostm|>"]]))
+        return self._join(parts)
+
+    def aligned_stream(
+        self, text: str, codes: torch.Tensor, word_starts: Sequence[tuple[int, float]]
+    ) -> torch.Tensor:
+        """A *word-aligned* text+speech stream (a training format; inference reads whatever
+        interleaving the model emits): each word's tokens just before the speech patch in which the
+        word starts, ``<|eot|>`` right after the last word, then the rest of the speech.
+
+        ``word_starts``: ``(character offset in text, seconds)`` per word, sorted by offset; a token
+        belongs to the last word starting at or before its first non-space character. Patches are
+        ``group_size`` frames at 25 Hz. Returns ``[1 + C, G·n]`` starting with ``<|sostm|>`` and
+        ending with ``<|eostm|>``, like :meth:`stream`.
+        """
+        codes = self._check_codes(codes)
+        tokens, offsets = self.tok.encode_with_offsets(text)
+        n_patches = codes.shape[0] // self.group_size
+        patch_s = self.group_size / FRAME_RATE
+        starts = sorted(word_starts)
+        at: dict[int, list[int]] = {}  # patch index → tokens emitted just before it
+        w = 0
+        for tok, off in zip(tokens, offsets, strict=True):
+            while w + 1 < len(starts) and starts[w + 1][0] <= off:
+                w += 1
+            sec = starts[w][1] if starts else 0.0
+            at.setdefault(min(int(sec / patch_s), n_patches), []).append(tok)
+        last = max(at, default=0)
+        at.setdefault(last, []).append(self.ids["<|eot|>"])
+        parts = [self._text_patches([self.ids["<|sostm|>"]])]
+        frames = self.group_size
+        for p in range(n_patches + 1):
+            if p in at:
+                parts.append(self._text_patches(at[p]))
+            if p < n_patches:
+                parts.append(self._speech_patches(codes[p * frames : (p + 1) * frames]))
         parts.append(self._text_patches([self.ids["<|eostm|>"]]))
         return self._join(parts)
 

@@ -68,6 +68,17 @@ class TextTokenizer:
         """Token ids of ``text`` alone: no BOS/EOS; special-token strings map to their single ids."""
         return self._tok.encode(text, add_special_tokens=False).ids
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[int]]:
+        """:meth:`encode` plus, per token, the offset in ``text`` of its first non-space character
+        (``len(text)`` for a token that is all whitespace at the end)."""
+        enc = self._tok.encode(text, add_special_tokens=False)
+        starts = []
+        for start, end in enc.offsets:
+            while start < end and text[start].isspace():
+                start += 1
+            starts.append(start)
+        return enc.ids, starts
+
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
 

@@ -42,6 +42,12 @@ def register(data_sub: argparse._SubParsersAction) -> None:
         help="share of the word sequences that are short sequences of the translation phrases' words, so "
         "their vocabulary is heard in training while the held-out phrases stay held out (0; needs --word-sequences)",
     )
+    p.add_argument(
+        "--word-times",
+        action="store_true",
+        help="give tts and instruct_tts records espeak-ng's word start times (word_starts), for "
+        "word-aligned TTS streams in LM training (data.tts_alignment)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="parallel rendering processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
@@ -77,6 +83,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         test_fraction=args.test_fraction,
         word_sequences=args.word_sequences,
         phrase_words=args.phrase_words,
+        word_times=args.word_times,
         jobs=args.jobs,
         progress=not args.quiet,
     )

@@ -14,8 +14,9 @@ The corpus is a list of *units*, each rendering one clip or a group of three cli
 | ``translate`` | 3 pairs: same voice, English ↔ Mandarin phrase | translate (needs both languages) |
 
 Every clip (styled, noisy and paired ones included) also gets an ``asr`` and a ``tokenizer`` record,
-and every clean clip in the neutral style (rate class normal) a ``tts`` record. Held-out speakers
-and held-out sentences (and phrases) form the test split: ``test_<name>.jsonl`` next to
+and every clean clip in the neutral style (rate class normal) a ``tts`` record; with ``word_times``
+the ``tts`` and ``instruct_tts`` records carry when each word starts (:func:`add_word_starts`).
+Held-out speakers and held-out sentences (and phrases) form the test split: ``test_<name>.jsonl`` next to
 ``train_<name>.jsonl``; ``train_lm.jsonl`` / ``test_lm.jsonl`` join the LM tasks. Clips live in
 ``clips/<xx>/<key>.wav`` (24 kHz mono 16-bit), named by a hash of what they contain, so a re-run
 skips clips already written (all writes are atomic) and the corpus is a pure function of its options.
@@ -96,6 +97,7 @@ class SynthOptions:
     test_fraction: float = 0.1
     word_sequences: float = 0.0  # share of train sentences that are template-free word sequences
     phrase_words: float = 0.0  # share of word sequences made of the translation phrases' words
+    word_times: bool = False  # tts / instruct_tts records get espeak-ng's word start times
     jobs: int = 1
     progress: bool = True
 
@@ -293,6 +295,25 @@ def _render_one(args: tuple[str, Clip]) -> float:
     return render_clip(*args)
 
 
+def _clip_word_starts(clip: Clip) -> list[list]:
+    return [
+        [pos, round(sec, 3)] for pos, sec in sa.word_starts(clip.text, clip.lang, clip.speaker, clip.style)
+    ]
+
+
+def add_word_starts(plan: Plan, pool=None) -> None:
+    """Give every ``tts`` and ``instruct_tts`` record ``word_starts``: ``[[character offset in text,
+    seconds], …]`` from espeak-ng's word events for its clip (:func:`synth_audio.word_starts`). LM
+    training can then place each word's tokens where its speech starts (``data.tts_alignment``)."""
+    by_path = {c.path: c for c in plan.clips.values()}
+    records = [r for recs in plan.records.values() for name in ("tts", "instruct_tts") for r in recs[name]]
+    clips = list({r["audio"]: by_path[r["audio"]] for r in records}.values())
+    results = pool.map(_clip_word_starts, clips, chunksize=64) if pool else map(_clip_word_starts, clips)
+    starts = {c.path: w for c, w in zip(clips, results, strict=True)}
+    for r in records:
+        r["word_starts"] = starts[r["audio"]]
+
+
 def _write_jsonl(path: Path, records: Sequence[dict]) -> None:
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
@@ -311,6 +332,8 @@ def synthesize(opts: SynthOptions) -> dict:
         for clip, sec in zip(clips, results, strict=True):
             seconds[clip.path] = sec
             bar.update(1)
+        if opts.word_times:
+            add_word_starts(plan, pool)
     counts = {}
     for split, recs in plan.records.items():
         lm = []
@@ -328,7 +351,7 @@ def synthesize(opts: SynthOptions) -> dict:
     meta = {
         "options": {"utterances": opts.utterances, "seed": opts.seed, "languages": list(opts.languages),
                     "test_fraction": opts.test_fraction, "word_sequences": opts.word_sequences,
-                    "phrase_words": opts.phrase_words},
+                    "phrase_words": opts.phrase_words, "word_times": opts.word_times},
         "clips": len(clips),
         "hours": hours,
         "records": counts,

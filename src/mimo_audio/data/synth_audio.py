@@ -9,6 +9,7 @@ reads Han characters correctly.) A *style* sets rate, pitch offset, amplitude an
 
 from __future__ import annotations
 
+import ctypes
 import io
 import random
 import shutil
@@ -124,6 +125,106 @@ def render(text: str, lang: str, speaker: Speaker, style: Style) -> np.ndarray:
     wav, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
     wav = resample(wav.reshape(-1), sr, SAMPLE_RATE)
     return normalize(wav, AMPLITUDES[style.volume])
+
+
+# ---------------------------------------------------------------------------- word timings
+class _EspeakEvent(ctypes.Structure):
+    """``espeak_EVENT`` of espeak-ng's ``speak_lib.h`` (1.51)."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),  # 1-based, in characters of the UTF-8 text
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),  # ms from the start of the output
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", ctypes.c_char * 8),
+    ]
+
+
+class _EspeakVoice(ctypes.Structure):
+    """``espeak_VOICE`` of ``speak_lib.h``."""
+
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("languages", ctypes.c_char_p),
+        ("identifier", ctypes.c_char_p),
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
+    ]
+
+
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_EspeakEvent)
+)
+_EVENT_WORD, _EVENT_END_OF_LIST = 1, 0
+_espeak: tuple[ctypes.CDLL, list] | None = None  # the library and the list its callback fills
+
+
+def _library() -> tuple[ctypes.CDLL, list]:
+    """libespeak-ng, initialised once per process for synchronous synthesis with word events."""
+    global _espeak
+    if _espeak is None:
+        try:
+            lib = ctypes.CDLL("libespeak-ng.so.1")
+        except OSError:
+            raise MimoAudioError("word timings need libespeak-ng (apt-get install espeak-ng)") from None
+        if lib.espeak_Initialize(2, 0, None, 0x8000) <= 0:  # AUDIO_OUTPUT_SYNCHRONOUS, DONT_EXIT
+            raise MimoAudioError("libespeak-ng failed to initialise")
+        words: list = []
+
+        def on_audio(wav, n, events) -> int:
+            i = 0
+            while events[i].type != _EVENT_END_OF_LIST:
+                if events[i].type == _EVENT_WORD:
+                    words.append((events[i].text_position - 1, events[i].audio_position / 1000))
+                i += 1
+            return 0
+
+        callback = _SYNTH_CALLBACK(on_audio)
+        lib.espeak_SetSynthCallback(callback)
+        _espeak = (lib, words)
+        _library.callback = callback  # kept alive as long as the library may call it
+    return _espeak
+
+
+def word_starts(text: str, lang: str, speaker: Speaker, style: Style) -> list[tuple[int, float]]:
+    """When each word of :func:`render`'s clip of ``text`` starts: ``[(character offset, seconds)]``.
+
+    espeak-ng's own word events for the same voice, rate and pitch (the library synthesises the same
+    samples as the ``espeak-ng`` program, which only adds trailing silence). espeak groups some
+    unstressed words with their neighbour ("There are" is one event), so there may be fewer entries
+    than words; offsets index ``text``.
+    """
+    lib, words = _library()
+    pitch = int(np.clip(speaker.pitch + PITCH_OFFSETS[style.pitch], 0, 99))
+    voice = speaker.voice(lang, style.whisper).encode()
+    # as the espeak-ng program does with -v: a voice name, else a language (with +variant)
+    if (
+        lib.espeak_SetVoiceByName(voice) != 0
+        and lib.espeak_SetVoiceByProperties(ctypes.byref(_EspeakVoice(languages=voice))) != 0
+    ):
+        raise MimoAudioError(f"espeak-ng has no voice {voice.decode()!r}")
+    lib.espeak_SetParameter(1, style.wpm, 0)  # espeakRATE
+    lib.espeak_SetParameter(2, 100, 0)  # espeakVOLUME (-a 100)
+    lib.espeak_SetParameter(3, pitch, 0)  # espeakPITCH
+    data = text.encode()
+    words.clear()
+    # position 0, POS_CHARACTER, no end, espeakCHARS_UTF8
+    if lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, 1, None, None) != 0:
+        raise MimoAudioError(f"espeak-ng failed on {text!r}")
+    lib.espeak_Synchronize()
+    first: dict[int, float] = {}
+    for pos, sec in words:
+        if pos >= 0:  # espeak-ng 1.51 may end Mandarin text with a word event at position 0
+            first[pos] = min(sec, first.get(pos, sec))
+    words.clear()
+    return sorted(first.items())
 
 
 def normalize(wav: np.ndarray, peak: float) -> np.ndarray:

@@ -136,7 +136,11 @@ class LMDataSection:
     the answer of prompt-style tasks is predicted) or ``all`` (every patch after the first).
     ``audio_tokenizer``: encode audio on the fly when a record names an audio file (slow; prefer
     ``mimo-audio data encode``). ``pack``: several examples per row (attention and positions are
-    reset per example) or one example per row.
+    reset per example) or one example per row. ``tts_alignment``: TTS records with ``word_starts``
+    become word-aligned streams (each word's tokens where its speech starts) rather than 5-token /
+    5-patch chunks (:mod:`mimo_audio.train.lm_data`). ``speech_input_noise``: the probability that a
+    predicted speech patch's *input* codes are those of another speech patch of the same example
+    (targets unchanged), so the model learns to follow the text when its speech history is wrong.
     """
 
     train: list[str] = field(default_factory=list)
@@ -148,10 +152,14 @@ class LMDataSection:
     shuffle: bool = True
     loss_on: str = "response"
     audio_tokenizer: str | None = None
+    tts_alignment: bool = False
+    speech_input_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss_on not in ("response", "all"):
             raise ConfigError(f"data.loss_on must be response or all, got {self.loss_on!r}")
+        if not 0 <= self.speech_input_noise < 1:
+            raise ConfigError(f"data.speech_input_noise must be in [0, 1), got {self.speech_input_noise}")
         if self.context_length < 2 or self.batch_rows < 1 or self.micro_rows < 1:
             raise ConfigError("data.context_length must be >= 2 and batch_rows, micro_rows >= 1")
 

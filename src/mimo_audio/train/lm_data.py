@@ -6,7 +6,10 @@ does, then appends the response the model must produce, ending with the token ge
 
 * ``asr``: ``audio``, ``text``, [``template``] → text + ``<|im_end|>``.
 * ``tts``: ``text``, ``audio``, [``instruction``, ``prompt_speech``, ``template``, ``read_text_only``,
-  ``transcript``, ``thinking``] → the text+speech stream, ending with ``<|eostm|>``.
+  ``transcript``, ``thinking``, ``word_starts``] → the text+speech stream, ending with ``<|eostm|>``.
+  With ``aligned_tts`` and a record's ``word_starts`` (``data synth --word-times``) the stream is
+  word-aligned (:meth:`~mimo_audio.prompts.PromptBuilder.aligned_stream`) instead of 5-token /
+  5-patch chunks.
 * ``audio_understanding``: ``audio``, ``question``, ``answer``, [``thinking``] → answer + ``<|im_end|>``.
 * ``chat`` (SFT): ``messages`` (the last one from the assistant), [``speech_output``, ``system_prompt``,
   ``prompt_speech``, ``thinking``] → reply text + ``<|im_end|>``, or the reply stream.
@@ -111,8 +114,14 @@ def _thought(thinking) -> str | None:
 class SequenceBuilder:
     """Records (audio fields already LM codes ``[N, C]``) → :class:`LMExample` (see the module table)."""
 
-    def __init__(self, prompts: PromptBuilder, tokenizer: TextTokenizer, loss_on: str = "response") -> None:
-        self.b, self.tok, self.loss_on = prompts, tokenizer, loss_on
+    def __init__(
+        self,
+        prompts: PromptBuilder,
+        tokenizer: TextTokenizer,
+        loss_on: str = "response",
+        aligned_tts: bool = False,
+    ) -> None:
+        self.b, self.tok, self.loss_on, self.aligned_tts = prompts, tokenizer, loss_on, aligned_tts
         self.G = prompts.group_size
         self.tasks: dict[str, Callable[[dict, random.Random], LMExample]] = {
             "asr": self.asr,
@@ -173,10 +182,14 @@ class SequenceBuilder:
             rng=rng,
         )
         spoken = r.get("transcript") or normalize_tts_text(r["text"])
+        if self.aligned_tts and r.get("word_starts") and not r.get("transcript"):
+            stream = self.b.aligned_stream(spoken, r["audio"], [tuple(w) for w in r["word_starts"]])
+        else:
+            stream = self.b.stream(spoken, r["audio"])
         if read_text_only and not r.get("instruction"):
-            return self._split(prompt, self._stream_reply(spoken, r["audio"]))
+            return self._split(prompt, stream[:, self.G :])  # the prompt ends with <|sostm|>
         thought = self.b.text(f"{_thought(r.get('thinking')) or ''}\n</think>\n")
-        return self._split(prompt, torch.cat([thought, self.b.stream(spoken, r["audio"])], dim=1))
+        return self._split(prompt, torch.cat([thought, stream], dim=1))
 
     def audio_understanding(self, r: dict, rng: random.Random) -> LMExample:
         thinking = r.get("thinking")
@@ -253,8 +266,10 @@ class LMDataset:
         empty_ids: Sequence[int],
         delays: Sequence[int],
         cache_dir: str | Path | None = None,
+        speech_noise: float = 0.0,
     ) -> None:
         self.source, self.builder, self.resolver, self.seed = source, builder, resolver, seed
+        self.speech_noise = speech_noise
         self.empty_text_id, self.empty_ids, self.delays = empty_text_id, tuple(empty_ids), tuple(delays)
         self.G = builder.G
         self.lengths = self._lengths(Path(cache_dir) if cache_dir is not None else None)
@@ -272,6 +287,7 @@ class LMDataset:
                 "seed": self.seed,
                 "G": self.G,
                 "loss_on": self.builder.loss_on,
+                "aligned_tts": self.builder.aligned_tts,
                 "vocab": self.builder.tok.vocab_size,
                 "empty": [self.empty_text_id, *self.empty_ids],
             }
@@ -305,6 +321,30 @@ class LMDataset:
         except DataError as e:
             raise DataError(f"record {i}: {e}") from None
 
+    def _noisy_input(self, ex: LMExample, index: int) -> torch.Tensor:
+        """``ex.ids`` with, at probability ``speech_noise``, each predicted speech patch's *input*
+        codes replaced by those of another predicted speech patch of the same example (its targets
+        stay true). Generation feeds back its own imperfect speech; a model that has seen wrong
+        speech history with the right text must lean on the text (a cheap stand-in for scheduled
+        sampling). Deterministic per example index."""
+        if self.speech_noise <= 0:
+            return ex.ids
+        G = self.G
+        speech = (ex.ids[0, ::G] == self.empty_text_id) & ex.target  # [P]
+        where = speech.nonzero().squeeze(-1)
+        if where.numel() < 2:
+            return ex.ids
+        gen = torch.Generator().manual_seed(sample_rng(self.seed, index, 1).getrandbits(63))
+        hit = where[torch.rand(where.numel(), generator=gen) < self.speech_noise]
+        if hit.numel() == 0:
+            return ex.ids
+        donors = where[torch.randint(where.numel(), (hit.numel(),), generator=gen)]
+        ids = ex.ids.clone()
+        cols = (hit[:, None] * G + torch.arange(G)).reshape(-1)
+        src = (donors[:, None] * G + torch.arange(G)).reshape(-1)
+        ids[1:, cols] = ex.ids[1:, src]
+        return ids
+
     def collate(self, rows: Sequence[Sequence[int]], length: int) -> dict[str, torch.Tensor]:
         """Rows of example indices → a batch padded to ``length`` patches.
 
@@ -331,7 +371,7 @@ class LMDataset:
                     break
                 ex = LMExample(ex.ids[:, : G * P], ex.target[:P])
                 tt, st = example_targets(ex, self.empty_text_id, self.empty_ids, self.delays, G)
-                ids[b, :, G * used : G * (used + P)] = ex.ids
+                ids[b, :, G * used : G * (used + P)] = self._noisy_input(ex, i)
                 positions[b, used : used + P] = torch.arange(P)
                 doc[b, used : used + P] = n
                 text_t[b, used : used + P] = tt

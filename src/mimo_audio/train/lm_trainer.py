@@ -213,10 +213,10 @@ class LMTrainer(Trainer):
 
             audio_tok = AudioTokenizer.from_pretrained(d.audio_tokenizer)
         prompts = PromptBuilder(self.text_tok, lmc.speech_zeroemb_idx, lmc.group_size)
-        builder = SequenceBuilder(prompts, self.text_tok, d.loss_on)
+        builder = SequenceBuilder(prompts, self.text_tok, d.loss_on, aligned_tts=d.tts_alignment)
         resolver = CodeResolver(lmc.audio_channels, lmc.group_size, audio_tok)
 
-        def dataset(paths):
+        def dataset(paths, speech_noise=0.0):
             return LMDataset(
                 open_sources(paths),
                 builder,
@@ -226,9 +226,10 @@ class LMTrainer(Trainer):
                 empty_ids=lmc.speech_zeroemb_idx,
                 delays=lmc.delay_pattern,
                 cache_dir=Path(cfg.run.out_dir) / "cache",  # example lengths, for the next start
+                speech_noise=speech_noise,
             )
 
-        self.train_data = dataset(d.train)
+        self.train_data = dataset(d.train, d.speech_input_noise)
         self.plan = BatchPlan(
             self.train_data.lengths,
             context=d.context_length,
