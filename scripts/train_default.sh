@@ -261,49 +261,33 @@ train lm lm4 "$RECIPES/default_lm4.yaml" "$RUN/lm4" --set "model.init=$RUN/expor
     "${SETARGS[@]}"
 export_ export_lm4 "$RUN/lm4" "$RUN/export/lm4" "$STATE/lm4" # float32: LM stage 5 starts from it
 
+# corpus4_stage NAME FROM [LATER...]: an LM stage on the fourth corpus (recipe default_NAME.yaml,
+# overrides MIMO_DEFAULT_<NAME>_SET) from the float32 export of stage FROM, then its own float32
+# export for the next stage. Skipped once one of the LATER stages is trained (their packed state is
+# all the release needs).
+corpus4_stage() {
+    local name=$1 from=$2 var="MIMO_DEFAULT_${1^^}_SET"
+    shift 2
+    superseded "$@" && return 0
+    setargs "${!var:-}"
+    train lm "$name" "$RECIPES/default_$name.yaml" "$RUN/$name" --set "model.init=$RUN/export/$from" \
+        --set "data.train=[$RUN/shards4/train]" --set "data.eval=[$RUN/shards4/test]" "${SETARGS[@]}"
+    (($# == 0)) || export_ "export_$name" "$RUN/$name" "$RUN/export/$name" "$STATE/$name"
+}
+
 # 14. LM stage 5: stage 4 trained on the fourth corpus alone, so the phrases' words weigh more
-setargs "${MIMO_DEFAULT_LM5_SET:-}"
-train lm lm5 "$RECIPES/default_lm5.yaml" "$RUN/lm5" --set "model.init=$RUN/export/lm4" \
-    --set "data.train=[$RUN/shards4/train]" --set "data.eval=[$RUN/shards4/test]" \
-    "${SETARGS[@]}"
-export_ export_lm5 "$RUN/lm5" "$RUN/export/lm5" "$STATE/lm5" # float32: LM stage 6 starts from it
-
-# 15. LM stage 6: stage 5 trained on the fourth corpus with word-aligned TTS streams (each word's
-# tokens just before the speech patch where espeak-ng starts it, instead of 5-token / 5-patch chunks
-# that run seconds ahead of the speech; docs/DEFAULT_MODEL.md §7, session 13)
-setargs "${MIMO_DEFAULT_LM6_SET:-}"
-if ! superseded lm7 lm8 lm9; then
-    train lm lm6 "$RECIPES/default_lm6.yaml" "$RUN/lm6" --set "model.init=$RUN/export/lm5" \
-        --set "data.train=[$RUN/shards4/train]" --set "data.eval=[$RUN/shards4/test]" \
-        "${SETARGS[@]}"
-    export_ export_lm6 "$RUN/lm6" "$RUN/export/lm6" "$STATE/lm6" # float32: LM stage 7 starts from it
-fi
-
-# 16. LM stage 7: stage 6 with the loss weighted towards speech (text 30 instead of 100, codebook
-# weights doubled): the text hardly steered the speech (docs/DEFAULT_MODEL.md §7, session 13)
-setargs "${MIMO_DEFAULT_LM7_SET:-}"
-if ! superseded lm8 lm9; then
-    train lm lm7 "$RECIPES/default_lm7.yaml" "$RUN/lm7" --set "model.init=$RUN/export/lm6" \
-        --set "data.train=[$RUN/shards4/train]" --set "data.eval=[$RUN/shards4/test]" \
-        "${SETARGS[@]}"
-    export_ export_lm7 "$RUN/lm7" "$RUN/export/lm7" "$STATE/lm7" # float32: LM stage 8 starts from it
-fi
-
-# 17. LM stage 8: stage 7 with speech input noise (a fifth of the predicted speech patches get another
-# patch's codes as input), so that generation follows the text when its own speech goes wrong
-setargs "${MIMO_DEFAULT_LM8_SET:-}"
-if ! superseded lm9; then
-    train lm lm8 "$RECIPES/default_lm8.yaml" "$RUN/lm8" --set "model.init=$RUN/export/lm7" \
-        --set "data.train=[$RUN/shards4/train]" --set "data.eval=[$RUN/shards4/test]" \
-        "${SETARGS[@]}"
-    export_ export_lm8 "$RUN/lm8" "$RUN/export/lm8" "$STATE/lm8" # float32: LM stage 9 starts from it
-fi
-
-# 18. LM stage 9: stage 8 with twice the speech input noise (0.4)
-setargs "${MIMO_DEFAULT_LM9_SET:-}"
-train lm lm9 "$RECIPES/default_lm9.yaml" "$RUN/lm9" --set "model.init=$RUN/export/lm8" \
-    --set "data.train=[$RUN/shards4/train]" --set "data.eval=[$RUN/shards4/test]" \
-    "${SETARGS[@]}"
+corpus4_stage lm5 lm4 lm6 lm7 lm8 lm9
+# 15. LM stage 6: word-aligned TTS streams (each word's tokens just before the speech patch where
+# espeak-ng starts it, instead of 5-token / 5-patch chunks that run seconds ahead of the speech)
+corpus4_stage lm6 lm5 lm7 lm8 lm9
+# 16. LM stage 7: the loss weighted towards speech (text 30 instead of 100, codebook weights
+# doubled): the text hardly steered the speech
+corpus4_stage lm7 lm6 lm8 lm9
+# 17. LM stage 8: speech input noise (a fifth of the predicted speech patches get another patch's
+# codes as input), so that generation follows the text when its own speech goes wrong
+corpus4_stage lm8 lm7 lm9
+# 18. LM stage 9: twice the speech input noise (0.4). Stages 6–9: docs/DEFAULT_MODEL.md §7, session 13
+corpus4_stage lm9 lm8
 
 # 19. release folder: model/ + tokenizer/ in the official format (MIMO_AUDIO_DEFAULT_DIR=$RUN/release).
 # The LM is the chosen stage's packed state (so every machine ships the same weights) in bfloat16

@@ -222,12 +222,14 @@ class PromptBuilder:
         last = max(at, default=0)
         at.setdefault(last, []).append(self.ids["<|eot|>"])
         parts = [self._text_patches([self.ids["<|sostm|>"]])]
-        frames = self.group_size
-        for p in range(n_patches + 1):
-            if p in at:
-                parts.append(self._text_patches(at[p]))
-            if p < n_patches:
-                parts.append(self._speech_patches(codes[p * frames : (p + 1) * frames]))
+        G, done = self.group_size, 0  # patches of speech emitted so far
+        for p in sorted(at):
+            if p > done:
+                parts.append(self._speech_patches(codes[done * G : p * G]))
+            parts.append(self._text_patches(at[p]))
+            done = p
+        if done < n_patches:
+            parts.append(self._speech_patches(codes[done * G :]))
         parts.append(self._text_patches([self.ids["<|eostm|>"]]))
         return self._join(parts)
 

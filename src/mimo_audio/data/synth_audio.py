@@ -163,10 +163,11 @@ _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_EspeakEvent)
 )
 _EVENT_WORD, _EVENT_END_OF_LIST = 1, 0
-_espeak: tuple[ctypes.CDLL, list] | None = None  # the library and the list its callback fills
+# the library, the list its callback fills, and the callback (kept alive while the library may call it)
+_espeak: tuple[ctypes.CDLL, list, object] | None = None
 
 
-def _library() -> tuple[ctypes.CDLL, list]:
+def _library() -> tuple[ctypes.CDLL, list, object]:
     """libespeak-ng, initialised once per process for synchronous synthesis with word events."""
     global _espeak
     if _espeak is None:
@@ -188,8 +189,7 @@ def _library() -> tuple[ctypes.CDLL, list]:
 
         callback = _SYNTH_CALLBACK(on_audio)
         lib.espeak_SetSynthCallback(callback)
-        _espeak = (lib, words)
-        _library.callback = callback  # kept alive as long as the library may call it
+        _espeak = (lib, words, callback)
     return _espeak
 
 
@@ -201,7 +201,7 @@ def word_starts(text: str, lang: str, speaker: Speaker, style: Style) -> list[tu
     unstressed words with their neighbour ("There are" is one event), so there may be fewer entries
     than words; offsets index ``text``.
     """
-    lib, words = _library()
+    lib, words, _ = _library()
     pitch = int(np.clip(speaker.pitch + PITCH_OFFSETS[style.pitch], 0, 99))
     voice = speaker.voice(lang, style.whisper).encode()
     # as the espeak-ng program does with -v: a voice name, else a language (with +variant)

@@ -183,7 +183,7 @@ class SequenceBuilder:
         )
         spoken = r.get("transcript") or normalize_tts_text(r["text"])
         if self.aligned_tts and r.get("word_starts") and not r.get("transcript"):
-            stream = self.b.aligned_stream(spoken, r["audio"], [tuple(w) for w in r["word_starts"]])
+            stream = self.b.aligned_stream(spoken, r["audio"], r["word_starts"])
         else:
             stream = self.b.stream(spoken, r["audio"])
         if read_text_only and not r.get("instruction"):
