@@ -3,7 +3,8 @@
 #   synth → tokenizer stage 1 → export → encode → [tokenizer stage 2 → export] → LM → export
 #   → synth2 → encode2 → LM stage 2 → export → synth3 → encode3 → LM stage 3 → export
 #   → synth4 → encode4 → LM stage 4 → export → LM stage 5 → export → LM stage 6 → export
-#   → LM stage 7 → export → LM stage 8 → export → LM stage 9 → release
+#   → LM stage 7 → export → LM stage 8 → export → LM stage 9 → export → LM stages 11 and 12
+#   → release (the mean of stages 11 and 12)
 # Each step leaves a marker in $RUN/done/ and is skipped when its marker exists; an interrupted
 # training step resumes from its latest checkpoint, so a later session continues where this one stopped.
 # The run folder lives on one machine; training progress also goes to $STATE in the repository
@@ -30,10 +31,12 @@
 #                         --phrase-words`)
 #   MIMO_DEFAULT_BF16     1 (default): LM steps train under bf16 autocast when this CPU has bf16
 #                         instructions (AVX512-BF16 or AMX: 1.6x the patches/s of fp32); 0: as the recipe says
-#   MIMO_DEFAULT_RELEASE_LM  the LM stage the release takes (lm9; any trained lm, lm2, …, lm9)
+#   MIMO_DEFAULT_RELEASE_LM  the LM the release takes: a trained stage (lm, lm2, …, lm9, lm11, lm12) or
+#                         several joined by "+", whose weights are averaged (default lm11+lm12)
 #   MIMO_DEFAULT_TOK_SET, MIMO_DEFAULT_TOK2_SET, MIMO_DEFAULT_LM_SET, MIMO_DEFAULT_LM2_SET,
 #   MIMO_DEFAULT_LM3_SET, MIMO_DEFAULT_LM4_SET, MIMO_DEFAULT_LM5_SET, MIMO_DEFAULT_LM6_SET,
-#   MIMO_DEFAULT_LM7_SET, MIMO_DEFAULT_LM8_SET, MIMO_DEFAULT_LM9_SET
+#   MIMO_DEFAULT_LM7_SET, MIMO_DEFAULT_LM8_SET, MIMO_DEFAULT_LM9_SET, MIMO_DEFAULT_LM11_SET,
+#   MIMO_DEFAULT_LM12_SET
 #                         extra space-separated KEY=VALUE recipe overrides (e.g. "run.max_steps=100")
 #   MIMO_AUDIO_BIN        the mimo-audio command (default: .venv/bin/mimo-audio of this checkout)
 set -euo pipefail
@@ -56,10 +59,15 @@ mark() { date -u +%FT%TZ >"$RUN/done/$1"; }
 # a training step finished on any machine: its final packed checkpoint is in $STATE/<step>
 trained() { [[ -e "$STATE/done/$1" && -e "$STATE/$1/trainer.json" ]]; }
 # superseded LATER...: a later stage is trained, so an earlier one that only feeds it need not be
-# (its packed state is not kept in the repository: each stage's state is a 33 MB file in git)
+# (its packed state is not kept in the repository: each stage's state is a 33 MB file in git). An
+# argument "a+b" counts when all of its stages are trained (a stage that feeds both a and b).
 superseded() {
-    local s
-    for s in "$@"; do trained "$s" && return 0; done
+    local s t all
+    for s in "$@"; do
+        all=1
+        for t in ${s//+/ }; do trained "$t" || all=0; done
+        ((all)) && return 0
+    done
     return 1
 }
 # pack NAME OUT_DIR: the latest checkpoint of OUT_DIR → $STATE/NAME (atomic)
@@ -250,7 +258,7 @@ export_ export_lm3 "$RUN/lm3" "$RUN/export/lm3" "$STATE/lm3" # float32: LM stage
 # new codes go to a code store of their own, state/codes4.npz. Its TTS records carry espeak-ng's word
 # start times (`--word-times`), which only LM stage 6 reads (data.tts_alignment).
 C4=$RUN/corpus4
-if ! trained lm9; then
+if ! superseded lm11+lm12; then
     synth synth4 "$C4" "$C3" --word-sequences "${MIMO_DEFAULT_WORD_SEQUENCES4:-0.7}" \
         --phrase-words "${MIMO_DEFAULT_PHRASE_WORDS4:-0.5}" --word-times
     encode encode4 "$C4" "$RUN/shards4" codes4.npz
@@ -276,31 +284,43 @@ corpus4_stage() {
 }
 
 # 14. LM stage 5: stage 4 trained on the fourth corpus alone, so the phrases' words weigh more
-corpus4_stage lm5 lm4 lm6 lm7 lm8 lm9
+corpus4_stage lm5 lm4 lm6 lm7 lm8 lm9 lm11+lm12
 # 15. LM stage 6: word-aligned TTS streams (each word's tokens just before the speech patch where
 # espeak-ng starts it, instead of 5-token / 5-patch chunks that run seconds ahead of the speech)
-corpus4_stage lm6 lm5 lm7 lm8 lm9
+corpus4_stage lm6 lm5 lm7 lm8 lm9 lm11+lm12
 # 16. LM stage 7: the loss weighted towards speech (text 30 instead of 100, codebook weights
 # doubled): the text hardly steered the speech
-corpus4_stage lm7 lm6 lm8 lm9
+corpus4_stage lm7 lm6 lm8 lm9 lm11+lm12
 # 17. LM stage 8: speech input noise (a fifth of the predicted speech patches get another patch's
 # codes as input), so that generation follows the text when its own speech goes wrong
-corpus4_stage lm8 lm7 lm9
+corpus4_stage lm8 lm7 lm9 lm11+lm12
 # 18. LM stage 9: twice the speech input noise (0.4). Stages 6–9: docs/DEFAULT_MODEL.md §7, session 13
-corpus4_stage lm9 lm8
+corpus4_stage lm9 lm8 lm11+lm12
+# 19–20. LM stages 11 and 12: stage 9 trained for several epochs in batches of 32 rows (trained on a
+# GPU in session 14; on CPU each takes hours, resumably), with the text weight at 30 and at 100. The
+# release averages their weights (docs/DEFAULT_MODEL.md §7, session 14)
+corpus4_stage lm11 lm9
+corpus4_stage lm12 lm9
 
-# 19. release folder: model/ + tokenizer/ in the official format (MIMO_AUDIO_DEFAULT_DIR=$RUN/release).
-# The LM is the chosen stage's packed state (so every machine ships the same weights) in bfloat16
-# (it loads as float32 on CPU); done/release records the stage, so choosing another rebuilds it.
-RELEASE_LM=${MIMO_DEFAULT_RELEASE_LM:-lm9}
+# 21. release folder: model/ + tokenizer/ in the official format (MIMO_AUDIO_DEFAULT_DIR=$RUN/release).
+# The LM is the chosen stage's packed state, or the mean of several stages' packed states (so every
+# machine ships the same weights), in bfloat16 (it loads as float32 on CPU); done/release records the
+# choice, so choosing another rebuilds it.
+RELEASE_LM=${MIMO_DEFAULT_RELEASE_LM:-lm11+lm12}
 if ! done_ release || [[ $(<"$RUN/done/release") != "$RELEASE_LM "* ]]; then
-    src=$STATE/$RELEASE_LM
-    [[ -e $src/trainer.json ]] || src=$RUN/$RELEASE_LM
-    [[ -e $src/trainer.json ]] || compgen -G "$src/checkpoints/step-*" >/dev/null \
-        || { log "release: no trained $RELEASE_LM"; exit 2; }
+    srcs=()
+    for stage in ${RELEASE_LM//+/ }; do
+        src=$STATE/$stage
+        [[ -e $src/trainer.json ]] || src=$RUN/$stage
+        [[ -e $src/trainer.json ]] || compgen -G "$src/checkpoints/step-*" >/dev/null \
+            || { log "release: no trained $stage"; exit 2; }
+        srcs+=("$src")
+    done
+    avg=()
+    for src in "${srcs[@]:1}"; do avg+=(--average-with "$src"); done
     rm -rf "$RUN/release.tmp"
     mkdir -p "$RUN/release.tmp"
-    "$BIN" export "$src" --out "$RUN/release.tmp/model" --dtype bfloat16 >/dev/null
+    "$BIN" export "${srcs[0]}" "${avg[@]}" --out "$RUN/release.tmp/model" --dtype bfloat16 >/dev/null
     # the samplers measured best for this model size (greedy TTS: docs/DEFAULT_MODEL.md §7, session 8)
     cp "$RECIPES/default/generation_config.json" "$RUN/release.tmp/model/"
     cp -r "$TOKENIZER" "$RUN/release.tmp/tokenizer"

@@ -13,12 +13,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 from mimo_audio import MimoAudio, defaults
 from mimo_audio.cli import main
 from mimo_audio.cli.serve_cmds import _load_kwargs
 from mimo_audio.errors import MimoAudioError
 from mimo_audio.train.data import ShardSource
+from mimo_audio.train.export import export_checkpoint
 
 from conftest import PARITY_DIR, clip_path
 
@@ -165,6 +167,8 @@ def _driver(
         "MIMO_DEFAULT_LM7_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
         "MIMO_DEFAULT_LM8_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
         "MIMO_DEFAULT_LM9_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
+        "MIMO_DEFAULT_LM11_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
+        "MIMO_DEFAULT_LM12_SET": " ".join(["run.max_steps=1", *lm[2:], *common]),
         "MIMO_DEFAULT_BF16": "0",
         **extra_env,
     }
@@ -210,10 +214,19 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
         "lm8",
         "export_lm8",
         "lm9",
+        "export_lm9",
+        "lm11",
+        "lm12",
         "release",
     ):
         assert (run / "done" / step).is_file(), step
-    assert (run / "done/release").read_text().startswith("lm9 ")  # the release takes LM stage 9
+    # the release is the mean of the weights of LM stages 11 and 12
+    assert (run / "done/release").read_text().startswith("lm11+lm12 ")
+    soup = export_checkpoint(
+        state / "lm11", tmp_path / "soup", dtype="bfloat16", average_with=[state / "lm12"]
+    )
+    got, want = (load_file(str(d / "model.safetensors")) for d in (release / "model", soup))
+    assert got.keys() == want.keys() and all(got[k].equal(want[k]) for k in got)
     meta2 = json.loads((run / "corpus2/meta.json").read_text())
     assert meta2["options"]["word_sequences"] == 0.5, meta2
     meta3 = json.loads((run / "corpus3/meta.json").read_text())
@@ -259,6 +272,8 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
         "lm7",
         "lm8",
         "lm9",
+        "lm11",
+        "lm12",
     ):  # each finished training step is packed in the state
         assert (state / "done" / step).is_file() and (state / step / "trainer.json").is_file(), step
         assert not (state / step / "optim.pt").exists()
@@ -279,13 +294,14 @@ def test_tiny_chain_end_to_end_and_resumed(tmp_path):
     # a fresh machine: only the packed state is left; the corpus is regenerated, finished training
     # steps are exported from their packed checkpoints and the unfinished LM continues from its own
     (state / "done" / "lm").unlink()
-    for step in ("lm6", "lm7"):  # stages that only feed a trained later one need no packed state
+    for step in ("lm6", "lm7", "lm8", "lm9"):  # stages that only feed trained later ones need no state
         shutil.rmtree(state / step)
         (state / "done" / step).unlink()
     run2 = tmp_path / "run2"
     proc = _driver(run2, tok_cfg, lm_cfg, lm_steps=4, state=state)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "lm6:" not in proc.stderr and "lm7:" not in proc.stderr and "lm9: done" in proc.stderr
+    assert all(f"lm{n}:" not in proc.stderr for n in (6, 7, 8, 9))
+    assert "lm11: done" in proc.stderr and "lm12: done" in proc.stderr
     assert "tokenizer1: done" in proc.stderr and f"exporting {state / 'tokenizer1'}" in proc.stderr
     assert "files already encoded" in proc.stderr  # shards rebuilt from the code store
     first = ShardSource(run / "shards/train")

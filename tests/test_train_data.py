@@ -412,3 +412,33 @@ def test_speech_input_noise_swaps_response_speech_inputs_only(tmp_path, expected
         patches = {tuple(ex.ids[1:, G * p : G * (p + 1)].flatten().tolist()) for p in speech.nonzero()[:, 0]}
         for p in changed[r].nonzero()[:, 0]:  # each swapped input is another speech patch of the example
             assert tuple(b["ids"][r, 1:, G * p : G * (p + 1)].flatten().tolist()) in patches
+
+
+def test_cached_examples_give_the_same_batches(tmp_path, expected_tensors, seq, lm, monkeypatch):
+    """data.cache_examples: each example is built once and kept; batches (noise included) are the
+    ones an uncached dataset gives, in every epoch."""
+    manifest = make_lm_data(tmp_path, expected_tensors, lm_records(expected_tensors))
+
+    def dataset(cache):
+        return LMDataset(
+            open_sources([str(manifest)]), seq, CodeResolver(8, G), seed=0, empty_text_id=lm.empty_text_id,
+            empty_ids=lm.config.speech_zeroemb_idx, delays=lm.config.delay_pattern, speech_noise=0.5,
+            cache_examples=cache,
+        )  # fmt: skip
+
+    plain = dataset(False)
+    builds = []
+    build = LMDataset._build
+    monkeypatch.setattr(LMDataset, "_build", lambda self, i: builds.append(i) or build(self, i))
+    rows = [[i, (i + 1) % len(plain)] for i in range(len(plain))]
+    length = 2 * max(plain.lengths)
+    want = plain.collate(rows, length)
+    assert len(builds) == 2 * len(plain)  # uncached: every use builds the example again
+    builds.clear()
+    cached = dataset(True)
+    assert sorted(builds) == list(range(len(plain)))  # measuring the lengths built each one once
+    for _ in range(2):  # later epochs read every example from memory
+        got = cached.collate(rows, length)
+        for key, value in want.items():
+            assert got[key].equal(value), key
+    assert len(builds) == len(plain)

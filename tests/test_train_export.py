@@ -83,3 +83,59 @@ def test_lm_lora_export_round_trip(tmp_path, expected_tensors):
     with torch.no_grad():
         ref = Generator(lm, max_batch=1, max_len=64).generate([prompt], options)[0]
     assert torch.equal(model.engine.generate([prompt], options)[0].ids, ref.ids)
+
+
+def test_lm_average_export(tmp_path, expected_tensors, capsys):
+    """`export A --average-with B` writes the element-wise mean of two LM runs' weights (a model
+    soup), loadable like any export; tokenizers, other configs and --resumable are one-line errors."""
+    manifest = make_lm_data(tmp_path / "data", expected_tensors)
+    runs = []
+    for seed, lr in ((1, 5e-3), (2, 1e-2)):  # two runs from one start that end in different places
+        (tmp_path / f"r{seed}").mkdir()
+        recipe = lm_recipe(
+            tmp_path / f"r{seed}",
+            manifest,
+            optim={"lr": {"patch_encoder": lr, "backbone": lr, "patch_decoder": lr}},
+            run={"max_steps": 2, "seed": seed},
+        )
+        trainer = build_trainer(load_config(recipe))
+        trainer.train()
+        runs.append(trainer.out)
+    single = [tmp_path / "a", tmp_path / "b"]
+    for run, out in zip(runs, single, strict=True):
+        assert cli_main(["export", str(run), "--out", str(out)]) == 0
+    a, b = (load_file(str(out / "model.safetensors")) for out in single)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    soup = tmp_path / "soup"
+    assert cli_main(["export", str(runs[0]), "--average-with", str(runs[1]), "--out", str(soup)]) == 0
+    got = load_file(str(soup / "model.safetensors"))
+    assert got.keys() == a.keys()
+    for k in a:
+        assert got[k].dtype == a[k].dtype
+        torch.testing.assert_close(got[k], (a[k].double() + b[k].double()).div(2).to(a[k].dtype))
+    MimoAudio.from_pretrained(soup, TOKENIZER_DIR, device="cpu", progress=False)
+    # averaging a run with itself changes nothing; the dtype applies once, to the mean
+    half = tmp_path / "half"
+    args = ["export", str(runs[0]), "--average-with", str(runs[0]), "--dtype", "bfloat16"]
+    assert cli_main([*args, "--out", str(half)]) == 0
+    for k, v in load_file(str(half / "model.safetensors")).items():
+        assert torch.equal(v, a[k].to(torch.bfloat16)), k
+
+    capsys.readouterr()
+    (tmp_path / "tok").mkdir()
+    tok_recipe_path = tok_recipe(
+        tmp_path / "tok", make_clips(tmp_path / "clips"), stage=1, run={"max_steps": 1}
+    )
+    tok_trainer = build_trainer(load_config(tok_recipe_path))
+    tok_trainer.train()
+    bad = [
+        (["export", str(runs[0]), "--average-with", str(tok_trainer.out)], "cannot be averaged with an LM"),
+        (["export", str(tok_trainer.out), "--average-with", str(runs[0])], "only LM checkpoints"),
+        (["export", str(runs[0]), "--average-with", str(tmp_path / "missing")], "no training checkpoint"),
+        (["export", str(runs[0]), "--average-with", str(runs[1]), "--resumable"], "--resumable"),
+    ]
+    for argv, message in bad:
+        assert cli_main([*argv, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not (tmp_path / "bad").exists()

@@ -117,6 +117,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"), help="cast weights")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument(
+        "--average-with",
+        action="append",
+        default=[],
+        metavar="CKPT",
+        help="another LM checkpoint of the same config (repeatable): export the mean of all their "
+        "weights (checkpoint averaging / model soup)",
+    )
+    p.add_argument(
         "--resumable",
         action="store_true",
         help="write a packed training checkpoint instead (float16 weights, no optimizer moments) "
@@ -201,6 +209,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..train.export import export_checkpoint
 
     if args.resumable:
+        if args.average_with:
+            raise MimoAudioError("--average-with writes an exported model, not a --resumable checkpoint")
         import torch
 
         from ..train.checkpointing import pack_checkpoint
@@ -208,6 +218,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         dtype = getattr(torch, args.dtype or "float16")
         print(str(pack_checkpoint(args.checkpoint, args.out, dtype=dtype, overwrite=args.overwrite)))
         return 0
-    out = export_checkpoint(args.checkpoint, args.out, dtype=args.dtype, overwrite=args.overwrite)
+    out = export_checkpoint(
+        args.checkpoint, args.out, dtype=args.dtype, overwrite=args.overwrite, average_with=args.average_with
+    )
     print(str(out))
     return 0

@@ -267,9 +267,12 @@ class LMDataset:
         delays: Sequence[int],
         cache_dir: str | Path | None = None,
         speech_noise: float = 0.0,
+        cache_examples: bool = False,
     ) -> None:
         self.source, self.builder, self.resolver, self.seed = source, builder, resolver, seed
         self.speech_noise = speech_noise
+        # built examples by index (a pure function of the index, so keeping them changes nothing)
+        self._examples: dict[int, LMExample] | None = {} if cache_examples else None
         self.empty_text_id, self.empty_ids, self.delays = empty_text_id, tuple(empty_ids), tuple(delays)
         self.G = builder.G
         self.lengths = self._lengths(Path(cache_dir) if cache_dir is not None else None)
@@ -314,6 +317,14 @@ class LMDataset:
         return len(self.lengths)
 
     def example(self, i: int) -> LMExample:
+        if self._examples is not None:
+            ex = self._examples.get(i)
+            if ex is None:
+                ex = self._examples[i] = self._build(i)
+            return ex
+        return self._build(i)
+
+    def _build(self, i: int) -> LMExample:
         record, base = self.source.get(i)
         record = walk_audio(record, lambda v, base=base: self.resolver(v, Path(base)))
         try:

@@ -216,7 +216,7 @@ class LMTrainer(Trainer):
         builder = SequenceBuilder(prompts, self.text_tok, d.loss_on, aligned_tts=d.tts_alignment)
         resolver = CodeResolver(lmc.audio_channels, lmc.group_size, audio_tok)
 
-        def dataset(paths, speech_noise=0.0):
+        def dataset(paths, speech_noise=0.0, cache=False):
             return LMDataset(
                 open_sources(paths),
                 builder,
@@ -227,9 +227,10 @@ class LMTrainer(Trainer):
                 delays=lmc.delay_pattern,
                 cache_dir=Path(cfg.run.out_dir) / "cache",  # example lengths, for the next start
                 speech_noise=speech_noise,
+                cache_examples=cache,
             )
 
-        self.train_data = dataset(d.train, d.speech_input_noise)
+        self.train_data = dataset(d.train, d.speech_input_noise, d.cache_examples)
         self.plan = BatchPlan(
             self.train_data.lengths,
             context=d.context_length,
