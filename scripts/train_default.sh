@@ -58,17 +58,17 @@ done_() { [[ -e "$RUN/done/$1" ]]; }
 mark() { date -u +%FT%TZ >"$RUN/done/$1"; }
 # a training step finished on any machine: its final packed checkpoint is in $STATE/<step>
 trained() { [[ -e "$STATE/done/$1" && -e "$STATE/$1/trainer.json" ]]; }
-# superseded LATER...: a later stage is trained, so an earlier one that only feeds it need not be
-# (its packed state is not kept in the repository: each stage's state is a 33 MB file in git). An
-# argument "a+b" counts when all of its stages are trained (a stage that feeds both a and b).
-superseded() {
-    local s t all
-    for s in "$@"; do
-        all=1
-        for t in ${s//+/ }; do trained "$t" || all=0; done
-        ((all)) && return 0
-    done
-    return 1
+# FEEDS: the LM stages that start from each corpus-4 stage's export
+declare -A FEEDS=([lm5]=lm6 [lm6]=lm7 [lm7]=lm8 [lm8]=lm9 [lm9]="lm11 lm12")
+# settled NAME: trained, or every stage it feeds is settled, so it need not be trained (its packed
+# state is not kept in the repository: each stage's state is a 33 MB file in git)
+settled() {
+    trained "$1" || { [[ -n ${FEEDS[$1]:-} ]] && feeds_settled "$1"; }
+}
+# feeds_settled NAME: every stage NAME feeds is settled
+feeds_settled() {
+    local s
+    for s in ${FEEDS[$1]:-}; do settled "$s" || return 1; done
 }
 # pack NAME OUT_DIR: the latest checkpoint of OUT_DIR → $STATE/NAME (atomic)
 pack() {
@@ -258,7 +258,7 @@ export_ export_lm3 "$RUN/lm3" "$RUN/export/lm3" "$STATE/lm3" # float32: LM stage
 # new codes go to a code store of their own, state/codes4.npz. Its TTS records carry espeak-ng's word
 # start times (`--word-times`), which only LM stage 6 reads (data.tts_alignment).
 C4=$RUN/corpus4
-if ! superseded lm11+lm12; then
+if ! feeds_settled lm9; then
     synth synth4 "$C4" "$C3" --word-sequences "${MIMO_DEFAULT_WORD_SEQUENCES4:-0.7}" \
         --phrase-words "${MIMO_DEFAULT_PHRASE_WORDS4:-0.5}" --word-times
     encode encode4 "$C4" "$RUN/shards4" codes4.npz
@@ -269,33 +269,32 @@ train lm lm4 "$RECIPES/default_lm4.yaml" "$RUN/lm4" --set "model.init=$RUN/expor
     "${SETARGS[@]}"
 export_ export_lm4 "$RUN/lm4" "$RUN/export/lm4" "$STATE/lm4" # float32: LM stage 5 starts from it
 
-# corpus4_stage NAME FROM [LATER...]: an LM stage on the fourth corpus (recipe default_NAME.yaml,
-# overrides MIMO_DEFAULT_<NAME>_SET) from the float32 export of stage FROM, then its own float32
-# export for the next stage. Skipped once one of the LATER stages is trained (their packed state is
-# all the release needs).
+# corpus4_stage NAME FROM: an LM stage on the fourth corpus (recipe default_NAME.yaml, overrides
+# MIMO_DEFAULT_<NAME>_SET) from the float32 export of stage FROM, then, when it feeds later stages
+# (FEEDS), its own float32 export for them. Skipped once the stages it feeds are settled (their
+# packed state is all the release needs).
 corpus4_stage() {
     local name=$1 from=$2 var="MIMO_DEFAULT_${1^^}_SET"
-    shift 2
-    superseded "$@" && return 0
+    [[ -n ${FEEDS[$name]:-} ]] && feeds_settled "$name" && return 0
     setargs "${!var:-}"
     train lm "$name" "$RECIPES/default_$name.yaml" "$RUN/$name" --set "model.init=$RUN/export/$from" \
         --set "data.train=[$RUN/shards4/train]" --set "data.eval=[$RUN/shards4/test]" "${SETARGS[@]}"
-    (($# == 0)) || export_ "export_$name" "$RUN/$name" "$RUN/export/$name" "$STATE/$name"
+    [[ -z ${FEEDS[$name]:-} ]] || export_ "export_$name" "$RUN/$name" "$RUN/export/$name" "$STATE/$name"
 }
 
 # 14. LM stage 5: stage 4 trained on the fourth corpus alone, so the phrases' words weigh more
-corpus4_stage lm5 lm4 lm6 lm7 lm8 lm9 lm11+lm12
+corpus4_stage lm5 lm4
 # 15. LM stage 6: word-aligned TTS streams (each word's tokens just before the speech patch where
 # espeak-ng starts it, instead of 5-token / 5-patch chunks that run seconds ahead of the speech)
-corpus4_stage lm6 lm5 lm7 lm8 lm9 lm11+lm12
+corpus4_stage lm6 lm5
 # 16. LM stage 7: the loss weighted towards speech (text 30 instead of 100, codebook weights
 # doubled): the text hardly steered the speech
-corpus4_stage lm7 lm6 lm8 lm9 lm11+lm12
+corpus4_stage lm7 lm6
 # 17. LM stage 8: speech input noise (a fifth of the predicted speech patches get another patch's
 # codes as input), so that generation follows the text when its own speech goes wrong
-corpus4_stage lm8 lm7 lm9 lm11+lm12
+corpus4_stage lm8 lm7
 # 18. LM stage 9: twice the speech input noise (0.4). Stages 6–9: docs/DEFAULT_MODEL.md §7, session 13
-corpus4_stage lm9 lm8 lm11+lm12
+corpus4_stage lm9 lm8
 # 19–20. LM stages 11 and 12: stage 9 trained for several epochs in batches of 32 rows (trained on a
 # GPU in session 14; on CPU each takes hours, resumably), with the text weight at 30 and at 100. The
 # release averages their weights (docs/DEFAULT_MODEL.md §7, session 14)
