@@ -373,3 +373,96 @@ def test_word_times_option_annotates_the_tts_records(tmp_path):
     assert sorted(map(json.dumps, lm_tts)) == sorted(map(json.dumps, tts))
     plain = synth.build_plan(synth.SynthOptions(out=tmp_path / "p", **opts))  # the option adds no clip
     assert len(plain.clips) == meta["clips"]
+
+
+# ---------------------------------------------------------------------------- regroup (no audio)
+def _write_split(out: Path, p: synth.Plan, split: str = "train") -> None:
+    for name in synth.MANIFESTS:
+        synth._write_jsonl(out / f"{split}_{name}.jsonl", p.records[split][name])
+
+
+def _key(r: dict, facts: dict) -> set:
+    pairs = [(e["input_audio"], e["output_audio"]) for e in r["examples"]] + [(r["audio"], r["output_audio"])]
+    return {
+        (r["instruction"], facts[o]["speaker"], facts[o]["rate"], facts[i]["lang"], facts[o]["lang"])
+        for i, o in pairs
+    }
+
+
+def test_regroup_draws_new_groups_that_demonstrate_one_thing(tmp_path):
+    from mimo_audio.data.regroup import clip_facts, regroup
+
+    p = plan(tmp_path, n=1500)
+    recs = p.records["train"]
+    facts = clip_facts(recs["asr"])
+    texts = {c.path: c.text for c in p.clips.values()}
+    for kind in ("vc", "speed", "translate"):
+        new = regroup(recs[kind], facts, 40, seed=1)
+        assert len(new) == 40
+        old = {(r["audio"], frozenset(e["input_audio"] for e in r["examples"])) for r in recs[kind]}
+        sigs = {(r["audio"], frozenset(e["input_audio"] for e in r["examples"])) for r in new}
+        assert len(sigs) == 40 and not sigs & old  # no repeats, nothing the corpus already holds
+        known = {(e["input_audio"], e["output_audio"]) for r in recs[kind] for e in r["examples"]}
+        for r in new:
+            assert len(_key(r, facts)) == 1, r  # one target voice / rate / language pair per record
+            assert len(r["examples"]) == 2 and r["instruction"] == synth.ICL_INSTRUCTIONS[kind]
+            assert (r["audio"], r["output_audio"]) in known  # pairs as rendered, never re-paired
+            assert r["output_transcription"] == texts[r["output_audio"]]
+            for e in r["examples"]:
+                assert (e["input_audio"], e["output_audio"]) in known
+                assert e["output_transcription"] == texts[e["output_audio"]]
+        if kind == "vc":  # several of the corpus's groups meet in the new records
+            source_groups = {
+                min(g["audio"] for g in recs[kind] if g["output_audio"] == r["output_audio"]) for r in new
+            }
+            assert len(source_groups) > 10
+    assert regroup(recs["vc"], facts, 40, seed=1) == regroup(recs["vc"], facts, 40, seed=1)
+    assert regroup(recs["vc"], facts, 40, seed=1) != regroup(recs["vc"], facts, 40, seed=2)
+
+
+def test_regroup_stops_when_no_new_combination_is_left():
+    from mimo_audio.data.regroup import regroup
+    from mimo_audio.errors import MimoAudioError
+
+    facts = {f"{s}{k}": {"speaker": s, "rate": "normal", "lang": "en"} for s in "abcdt" for k in range(3)}
+    pairs = [("a0", "t0"), ("b0", "t1"), ("c0", "t2")]  # one group: its 3 records are all there are
+    recs = []
+    for q in range(3):
+        ex = [p for j, p in enumerate(pairs) if j != q]
+        recs.append({
+            "task": "in_context_s2s", "instruction": "vc", "audio": pairs[q][0], "output_audio": pairs[q][1],
+            "examples": [{"input_audio": i, "output_audio": o} for i, o in ex],
+        })  # fmt: skip
+    assert regroup(recs, facts, 5) == []
+    recs.append({**recs[0], "audio": "d0", "output_audio": "t0"})  # a fourth pair: new combinations
+    new = regroup(recs, facts, 100)
+    assert 0 < len(new) < 100 and all(
+        "d0" in {r["audio"], *(e["input_audio"] for e in r["examples"])} for r in new
+    )
+    with pytest.raises(MimoAudioError, match="no speaker facts"):
+        regroup(recs, {k: v for k, v in facts.items() if k != "d0"}, 5)
+    with pytest.raises(MimoAudioError, match="more than 3 pairs"):
+        regroup(recs[:3], facts, 5, examples=3)
+
+
+def test_cli_regroup_writes_a_manifest_next_to_the_clips(tmp_path, capsys):
+    p = plan(tmp_path, n=1500)
+    _write_split(tmp_path, p)
+    assert (
+        main(["data", "regroup", str(tmp_path), "--kinds", "vc,speed", "--records", "30", "--seed", "3"]) == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out == {"out": str(tmp_path / "train_regrouped.jsonl"), "records": 60}
+    recs = read(tmp_path / "train_regrouped.jsonl")
+    assert [r["instruction"] for r in recs] == [synth.ICL_INSTRUCTIONS["vc"]] * 30 + [
+        synth.ICL_INSTRUCTIONS["speed"]
+    ] * 30
+    assert all((tmp_path / r["audio"]).parent.parent == tmp_path / "clips" for r in recs)  # corpus-relative
+    for bad, msg in (
+        (["--kinds", "emotion"], "unknown kind 'emotion'"),
+        (["--records", "-1"], "count >= 0"),
+    ):
+        assert main(["data", "regroup", str(tmp_path), *bad]) == 2
+        assert msg in capsys.readouterr().err
+    assert main(["data", "regroup", str(tmp_path / "nowhere")]) == 2
+    assert "is not a synth corpus folder" in capsys.readouterr().err

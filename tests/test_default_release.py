@@ -75,11 +75,18 @@ def test_short_form_quality(summary):
 
 def test_shipped_samplers():
     """The release carries the samplers its eval was measured with (greedy TTS: DEFAULT_MODEL.md §7,
-    session 8); without them `tts` would sample at the 7B's temperatures and score far lower."""
+    session 8; few-shot speech at temperature 0.6: session 15); without them `tts` would sample at
+    the 7B's temperatures and score far lower. Every other preset is the 7B's."""
+    from dataclasses import replace
+
     from mimo_audio.tasks import PRESETS, model_presets
 
     presets = model_presets(defaults.PACKAGE_DEFAULT_DIR / "model")
     assert not presets["tts"].text_sampler.do_sample and not presets["tts"].speech_sampler.do_sample
-    assert {t: p for t, p in presets.items() if t != "tts"} == {
-        t: p for t, p in PRESETS.items() if t != "tts"
+    icl, official = presets["in_context_s2s"], PRESETS["in_context_s2s"]
+    assert icl.speech_sampler == replace(official.speech_sampler, temperature=0.6)
+    assert icl.text_sampler == official.text_sampler
+    tuned = ("tts", "in_context_s2s")
+    assert {t: p for t, p in presets.items() if t not in tuned} == {
+        t: p for t, p in PRESETS.items() if t not in tuned
     }

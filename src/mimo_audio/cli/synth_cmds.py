@@ -1,5 +1,6 @@
-"""``mimo-audio data synth`` (synthetic espeak-ng corpus) and ``mimo-audio data synth-vocab`` (the
-default model's small BPE text tokenizer); registered into the ``data`` group by train_cmds."""
+"""``mimo-audio data synth`` (synthetic espeak-ng corpus), ``mimo-audio data synth-vocab`` (the
+default model's small BPE text tokenizer) and ``mimo-audio data regroup`` (new few-shot records from
+a corpus's in-context pairs); registered into the ``data`` group by train_cmds."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ..errors import MimoAudioError
 
 
 def register(data_sub: argparse._SubParsersAction) -> None:
-    """Add ``data synth`` and ``data synth-vocab`` to the ``data`` sub-parsers."""
+    """Add ``data synth``, ``data synth-vocab`` and ``data regroup`` to the ``data`` sub-parsers."""
     p = data_sub.add_parser(
         "synth",
         help="synthesise a speech corpus with espeak-ng (+ noise, reverberation) and its manifests",
@@ -65,6 +66,24 @@ def register(data_sub: argparse._SubParsersAction) -> None:
     v.add_argument("--seed", type=int, default=0, help="sentence generator seed (default 0)")
     v.set_defaults(func=cmd_vocab)
 
+    g = data_sub.add_parser(
+        "regroup",
+        help="new few-shot training records from a synth corpus's in-context pairs (no new audio)",
+        description="Pool the pairs of a synth corpus's in-context manifests (vc, speed, denoise, "
+        "translate) by what they demonstrate (target voice, rate, languages) and draw new groups of "
+        "examples + query from them, never a record the corpus already holds. Writes "
+        "CORPUS/SPLIT_NAME.jsonl; encode it with `mimo-audio data encode` (its clips' codes are in "
+        "the corpus's code store).",
+    )
+    g.add_argument("corpus", metavar="CORPUS", help="a `data synth` corpus folder")
+    g.add_argument("--split", default="train", choices=("train", "test"), help="split (default train)")
+    g.add_argument("--kinds", default="vc", help="comma list of vc, speed, denoise, translate (default vc)")
+    g.add_argument("--records", type=int, default=1000, help="new records per kind (default 1000)")
+    g.add_argument("--examples", type=int, default=2, help="example pairs per record (default 2)")
+    g.add_argument("--seed", type=int, default=0, help="draw seed (default 0)")
+    g.add_argument("--name", default="regrouped", help="manifest name: SPLIT_NAME.jsonl (default regrouped)")
+    g.set_defaults(func=cmd_regroup)
+
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from ..data.synth import SECONDS_PER_CLIP, SynthOptions, synthesize
@@ -98,4 +117,21 @@ def cmd_vocab(args: argparse.Namespace) -> int:
     texts = corpus_texts(args.seed, args.corpus)
     out = build_text_tokenizer(texts, args.out, vocab_size=args.vocab_size)
     print(json.dumps({"out": os.fspath(out), "texts": len(texts)}))
+    return 0
+
+
+def cmd_regroup(args: argparse.Namespace) -> int:
+    from ..data.regroup import regroup_corpus
+
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    dest, n = regroup_corpus(
+        args.corpus,
+        split=args.split,
+        kinds=kinds,
+        count=args.records,
+        examples=args.examples,
+        seed=args.seed,
+        name=args.name,
+    )
+    print(json.dumps({"out": os.fspath(dest), "records": n}))
     return 0
