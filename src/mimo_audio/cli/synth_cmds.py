@@ -49,6 +49,21 @@ def register(data_sub: argparse._SubParsersAction) -> None:
         help="give tts and instruct_tts records espeak-ng's word start times (word_starts), for "
         "word-aligned TTS streams in LM training (data.tts_alignment)",
     )
+    p.add_argument(
+        "--blend-voices",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N train speakers, each a blend of two same-gender espeak-ng variants with jittered "
+        "formants and pitch (0; the held-out split is unchanged)",
+    )
+    p.add_argument(
+        "--units",
+        default=None,
+        metavar="KINDS",
+        help="only these unit kinds, comma list of plain, styled, noisy, vc, speed, denoise, translate "
+        "(default all)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="parallel rendering processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
@@ -103,6 +118,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         word_sequences=args.word_sequences,
         phrase_words=args.phrase_words,
         word_times=args.word_times,
+        blend_voices=args.blend_voices,
+        units=tuple(x.strip() for x in (args.units or "").split(",") if x.strip()),
         jobs=args.jobs,
         progress=not args.quiet,
     )

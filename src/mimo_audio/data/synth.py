@@ -13,6 +13,10 @@ The corpus is a list of *units*, each rendering one clip or a group of three cli
 | ``denoise`` | 3 pairs: noisy → clean | denoise |
 | ``translate`` | 3 pairs: same voice, English ↔ Mandarin phrase | translate (needs both languages) |
 
+``units`` restricts the corpus to some kinds (e.g. only ``vc``); ``blend_voices`` adds that many train
+speakers, each a blend of two train variants (:func:`synth_audio.blend_speakers`), so in-context
+units see far more voices than espeak-ng's ~60 variants. The test split never changes with either.
+
 Every clip (styled, noisy and paired ones included) also gets an ``asr`` and a ``tokenizer`` record,
 and every clean clip in the neutral style (rate class normal) a ``tts`` record; with ``word_times``
 the ``tts`` and ``instruct_tts`` records carry when each word starts (:func:`add_word_starts`).
@@ -98,6 +102,8 @@ class SynthOptions:
     word_sequences: float = 0.0  # share of train sentences that are template-free word sequences
     phrase_words: float = 0.0  # share of word sequences made of the translation phrases' words
     word_times: bool = False  # tts / instruct_tts records get espeak-ng's word start times
+    blend_voices: int = 0  # extra train speakers, each a blend of two train variants
+    units: tuple[str, ...] = ()  # unit kinds to draw (empty: all of UNIT_WEIGHTS)
     jobs: int = 1
     progress: bool = True
 
@@ -118,6 +124,14 @@ class SynthOptions:
             raise MimoAudioError("--phrase-words applies to word sequences: give --word-sequences too")
         if self.jobs < 1:
             raise MimoAudioError(f"--jobs must be >= 1, got {self.jobs}")
+        if self.blend_voices < 0:
+            raise MimoAudioError(f"--blend-voices must be >= 0, got {self.blend_voices}")
+        self.units = tuple(self.units)
+        bad = [u for u in self.units if u not in UNIT_WEIGHTS]
+        if bad:
+            raise MimoAudioError(f"--units: use a comma list of {', '.join(UNIT_WEIGHTS)}, got {bad}")
+        if self.units == ("translate",) and len(self.languages) < 2:
+            raise MimoAudioError("--units translate needs both languages (--languages en,zh)")
 
 
 @dataclass
@@ -138,7 +152,11 @@ class _SplitPlanner:
         self.rng = random.Random(f"{opts.seed}:{split}:units")
         self.speakers, self.sentences, self.phrases = speakers, sentences, phrases
         self.rec = plan.records.setdefault(split, {name: [] for name in MANIFESTS})
-        self.kinds = [k for k in UNIT_WEIGHTS if k != "translate" or len(opts.languages) == 2]
+        self.kinds = [
+            k
+            for k in UNIT_WEIGHTS
+            if (k != "translate" or len(opts.languages) == 2) and (not opts.units or k in opts.units)
+        ]
 
     def add(self, clip: Clip) -> str:
         """Register a clip; a new one gets ``tokenizer`` and ``asr`` records, and a ``tts`` record when
@@ -260,6 +278,7 @@ def build_plan(opts: SynthOptions) -> Plan:
     everyone = sa.speakers(opts.seed)
     k = max(2, round(len(everyone) * HELD_OUT_SPEAKERS))
     split_speakers = {"test": everyone[:k], "train": everyone[k:]}
+    split_speakers["train"] += sa.blend_speakers(everyone[k:], opts.blend_voices, opts.seed)
     n_test = max(1, round(opts.utterances * opts.test_fraction))
     pools = st.sentence_pools(
         opts.languages,
@@ -351,7 +370,9 @@ def synthesize(opts: SynthOptions) -> dict:
     meta = {
         "options": {"utterances": opts.utterances, "seed": opts.seed, "languages": list(opts.languages),
                     "test_fraction": opts.test_fraction, "word_sequences": opts.word_sequences,
-                    "phrase_words": opts.phrase_words, "word_times": opts.word_times},
+                    "phrase_words": opts.phrase_words, "word_times": opts.word_times,
+                    **({"blend_voices": opts.blend_voices} if opts.blend_voices else {}),
+                    **({"units": list(opts.units)} if opts.units else {})},
         "clips": len(clips),
         "hours": hours,
         "records": counts,

@@ -4,7 +4,8 @@
 A *speaker* is an espeak-ng voice variant (``+f2``, ``+m3``, ``+klatt``, named variants …) with a
 base pitch and an English accent; its Mandarin voice is ``cmn-latn-pinyin`` with the same variant.
 (espeak-ng 1.51's ``cmn`` voice reads Han text as pinyin with English digits; ``cmn-latn-pinyin``
-reads Han characters correctly.) A *style* sets rate, pitch offset, amplitude and whisper.
+reads Han characters correctly.) A *style* sets rate, pitch offset, amplitude and whisper. Extra
+speakers can be *blends* of two same-gender variants (:mod:`.synth_voices`, :func:`blend_speakers`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import soundfile as sf
 
 from ..audio import resample
 from ..errors import MimoAudioError
+from . import synth_voices as sv
 
 SAMPLE_RATE = 24000
 ESPEAK = "espeak-ng"
@@ -58,14 +60,33 @@ class Speaker:
 
     @property
     def gender(self) -> str:
-        return VARIANTS[self.variant]
+        return gender_of(self.variant)
+
+    @property
+    def blended(self) -> bool:
+        """Whether the variant is a blend of two espeak-ng variants (:mod:`.synth_voices`)."""
+        return sv.is_blend(self.variant)
 
     def voice(self, lang: str, whisper: bool = False) -> str:
         """espeak ``-v`` argument for ``lang``; whispering swaps in espeak's whisper variant."""
         base = self.accent if lang == "en" else ZH_VOICE
         if whisper:
             return f"{base}+{'whisperf' if self.gender == 'F' else 'whisper'}"
+        if self.blended:  # `en-gb+variant` drops the variant (synth_voices); `en` is the same voice
+            return f"{'en' if base == 'en-gb' else base}+{sv.blend_file(self.variant)}"
         return f"{base}+{self.variant}"
+
+    def data_path(self, whisper: bool = False) -> str | None:
+        """espeak ``--path`` folder holding the blend's variant file (None: the system's data)."""
+        return str(sv.voice_data_dir(self.variant)) if self.blended and not whisper else None
+
+
+def gender_of(variant: str) -> str:
+    """``"M"`` or ``"F"`` for an espeak variant or a blend (the gender its parents share)."""
+    name = sv.parse_blend(variant)[0] if sv.is_blend(variant) else variant
+    if name not in VARIANTS:
+        raise MimoAudioError(f"unknown espeak voice variant {variant!r}")
+    return VARIANTS[name]
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,26 @@ def speakers(seed: int) -> list[Speaker]:
     return out
 
 
+def blend_speakers(base: list[Speaker], n: int, seed: int) -> list[Speaker]:
+    """``n`` new speakers, each a blend of two same-gender variants of ``base`` (weight of the first
+    parent 20–80 %) with its own base pitch and accent; a pure function of the arguments."""
+    rng = random.Random(f"{seed}:blends")
+    pools: dict[str, list[str]] = {}
+    for variant in sorted({s.variant for s in base if not s.blended}):
+        pools.setdefault(VARIANTS[variant], []).append(variant)
+    pools = {g: vs for g, vs in pools.items() if len(vs) >= 2}
+    if n > 0 and not pools:
+        raise MimoAudioError("blended voices need two speakers of the same gender")
+    parents = [v for vs in pools.values() for v in vs]
+    out = []
+    for i in range(n):
+        a = rng.choice(parents)
+        b = rng.choice([v for v in pools[VARIANTS[a]] if v != a])
+        name = sv.blend_name(a, b, rng.randint(*sv.WEIGHTS), i)
+        out.append(Speaker(name, rng.randrange(30, 71), rng.choice(EN_ACCENTS)))
+    return out
+
+
 def draw_style(rng: random.Random, *, rate: str | None = None, plain: bool = False) -> Style:
     """A random style; ``plain`` keeps every class at normal (only the rate within its class varies)."""
     if plain:
@@ -117,6 +158,8 @@ def render(text: str, lang: str, speaker: Speaker, style: Style) -> np.ndarray:
     """espeak-ng rendering of ``text`` → ``[samples]`` float32 at 24 kHz, peak at the style's level."""
     pitch = int(np.clip(speaker.pitch + PITCH_OFFSETS[style.pitch], 0, 99))
     cmd = [ESPEAK, "-v", speaker.voice(lang, style.whisper), "-s", str(style.wpm), "-p", str(pitch)]
+    path = speaker.data_path(style.whisper)
+    cmd += [f"--path={path}"] if path else []
     cmd += ["-a", "100", "--stdout", text]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0 or not proc.stdout:
@@ -163,19 +206,29 @@ _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_EspeakEvent)
 )
 _EVENT_WORD, _EVENT_END_OF_LIST = 1, 0
-# the library, the list its callback fills, and the callback (kept alive while the library may call it)
-_espeak: tuple[ctypes.CDLL, list, object] | None = None
+# the library, the list its callback fills, the callback (kept alive while the library may call it)
+# and the data path it was initialised with
+_espeak: tuple[ctypes.CDLL, list, object, str | None] | None = None
 
 
-def _library() -> tuple[ctypes.CDLL, list, object]:
-    """libespeak-ng, initialised once per process for synchronous synthesis with word events."""
+def _library(path: str | None = None) -> tuple[ctypes.CDLL, list, object, str | None]:
+    """libespeak-ng initialised for synchronous synthesis with word events, on the data folder
+    ``path`` (None: the system's); initialised again when a call needs another folder."""
     global _espeak
+    if _espeak is not None and _espeak[3] != path:
+        # initialise again in place (espeak_Terminate then espeak_Initialize hangs espeak-ng 1.51)
+        lib, words, callback, _ = _espeak
+        if lib.espeak_Initialize(2, 0, path.encode() if path else None, 0x8000) <= 0:
+            raise MimoAudioError(f"libespeak-ng failed to initialise on {path}")
+        lib.espeak_SetSynthCallback(callback)
+        _espeak = (lib, words, callback, path)
     if _espeak is None:
         try:
             lib = ctypes.CDLL("libespeak-ng.so.1")
         except OSError:
             raise MimoAudioError("word timings need libespeak-ng (apt-get install espeak-ng)") from None
-        if lib.espeak_Initialize(2, 0, None, 0x8000) <= 0:  # AUDIO_OUTPUT_SYNCHRONOUS, DONT_EXIT
+        # AUDIO_OUTPUT_SYNCHRONOUS, DONT_EXIT
+        if lib.espeak_Initialize(2, 0, path.encode() if path else None, 0x8000) <= 0:
             raise MimoAudioError("libespeak-ng failed to initialise")
         words: list = []
 
@@ -189,7 +242,7 @@ def _library() -> tuple[ctypes.CDLL, list, object]:
 
         callback = _SYNTH_CALLBACK(on_audio)
         lib.espeak_SetSynthCallback(callback)
-        _espeak = (lib, words, callback)
+        _espeak = (lib, words, callback, path)
     return _espeak
 
 
@@ -201,7 +254,7 @@ def word_starts(text: str, lang: str, speaker: Speaker, style: Style) -> list[tu
     unstressed words with their neighbour ("There are" is one event), so there may be fewer entries
     than words; offsets index ``text``.
     """
-    lib, words, _ = _library()
+    lib, words, _, _ = _library(speaker.data_path(style.whisper))
     pitch = int(np.clip(speaker.pitch + PITCH_OFFSETS[style.pitch], 0, 99))
     voice = speaker.voice(lang, style.whisper).encode()
     # as the espeak-ng program does with -v: a voice name, else a language (with +variant)
