@@ -189,6 +189,7 @@ def test_cli_synth_with_blends_and_units(tmp_path, capsys):
     assert "blend_voices" not in opts and "units" not in opts  # default corpora keep their meta
     for bad in (
         ["--units", "vc,sing"],
+        ["--units", " , "],
         ["--blend-voices", "-2"],
         ["--units", "translate", "--languages", "en"],
     ):

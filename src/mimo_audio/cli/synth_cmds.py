@@ -109,6 +109,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
         utterances = math.ceil(args.hours * 3600 / SECONDS_PER_CLIP)
     else:
         utterances = args.utterances if args.utterances is not None else 1000
+    units = tuple(x.strip() for x in (args.units or "").split(",") if x.strip())
+    if args.units is not None and not units:
+        raise MimoAudioError("--units: give at least one unit kind (leave the option out for all)")
     opts = SynthOptions(
         out=args.out,
         utterances=utterances,
@@ -119,7 +122,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         phrase_words=args.phrase_words,
         word_times=args.word_times,
         blend_voices=args.blend_voices,
-        units=tuple(x.strip() for x in (args.units or "").split(",") if x.strip()),
+        units=units,
         jobs=args.jobs,
         progress=not args.quiet,
     )
