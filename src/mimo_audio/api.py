@@ -29,7 +29,7 @@ from .lm import GenerationOptions, GenerationResult, Generator, SamplerConfig, S
 from .lm.config import MAX_PATCHES, LMConfig
 from .postprocess import IncrementalSplitter, split_generation
 from .prompts import Example, Message, PromptBuilder, parse_messages
-from .tasks import PRESETS, TASK_NAMES, TaskPreset, model_presets
+from .tasks import PRESETS, TASK_NAMES, TaskPreset, check_best_of, model_presets
 from .text_tokenizer import TextTokenizer
 from .tokenizer import AudioTokenizer
 
@@ -42,6 +42,8 @@ FEWSHOT_PRESETS = {
     "denoise": "Remove the background noise from the input speech.",
     "translate": "Translate the input speech into the target language.",
 }
+
+BEST_OF_STRIDE = 1_000_003  # seed step between the candidates of one best-of-N request
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -486,7 +488,11 @@ class MimoAudio:
         return out[0] if single else out
 
     def _run(
-        self, prompts: list[torch.Tensor], options: list[GenerationOptions], desc: str
+        self,
+        prompts: list[torch.Tensor],
+        options: list[GenerationOptions],
+        desc: str,
+        progress: bool | None = None,
     ) -> list[GenerationResult]:
         """Drive the engine over ``prompts`` with a progress bar (steps, seconds of audio)."""
         from tqdm import tqdm
@@ -497,7 +503,8 @@ class MimoAudio:
         order = [engine.add(p, o) for p, o in zip(prompts, options, strict=True)]
         results: dict[int, GenerationResult] = {}
         frames = 0
-        bar = tqdm(desc=desc, unit="step", disable=not self.progress, leave=False, dynamic_ncols=True)
+        show = self.progress if progress is None else progress
+        bar = tqdm(desc=desc, unit="step", disable=not show, leave=False, dynamic_ncols=True)
         try:
             while len(results) < len(order):
                 events = engine.step()
@@ -584,19 +591,69 @@ class MimoAudio:
         self, task: str, inputs: dict[str, Any] | Sequence[dict[str, Any]], **gen: Any
     ) -> TaskResult | list[TaskResult]:
         """Build prompts for one input dict (or a list: batched), generate, post-process."""
-        self._check_variant(task)
         single = isinstance(inputs, dict)
         batch = [inputs] if single else list(inputs)
-        if not batch:
-            return []
         seed = gen.pop("seed", None)
-        reqs = [
-            self.prepare(task, inp, seed=None if seed is None else seed + i, **gen)
-            for i, inp in enumerate(batch)
-        ]
-        results = self._run([r.prompt for r in reqs], [r.options for r in reqs], desc=task)
-        out = [self.finish(r, task) for r in results]
+        seeds = [None if seed is None else seed + i for i in range(len(batch))]
+        out = self.run_batch(task, batch, seeds, **gen)
         return out[0] if single else out
+
+    def run_batch(
+        self,
+        task: str,
+        inputs: Sequence[dict[str, Any]],
+        seeds: Sequence[int | None],
+        *,
+        best_of: int | None = None,
+        progress: bool | None = None,
+        **gen: Any,
+    ) -> list[TaskResult]:
+        """Generate for each input dict with its own seed (None: drawn) and post-process.
+
+        ``best_of`` (``in_context_s2s`` only; default the model's preset, 1 unless its
+        ``generation_config.json`` says otherwise) generates that many candidates per input, seeds
+        ``seed + j · BEST_OF_STRIDE``, and keeps the one that follows the examples best
+        (:func:`mimo_audio.rerank.pick_best`); candidate 0 is what ``best_of=1`` returns.
+        """
+        preset = self._check_variant(task)
+        if len(inputs) != len(seeds):
+            raise MimoAudioError(f"{len(inputs)} inputs but {len(seeds)} seeds")
+        if not inputs:
+            return []
+        n = check_best_of(task, preset.best_of if best_of is None else best_of)
+        reqs = [self.prepare(task, inp, seed=s, **gen) for inp, s in zip(inputs, seeds, strict=True)]
+        if n > 1:
+            bases = [s if s is not None else int(torch.randint(2**31, ())) for s in seeds]
+            options = [
+                replace(r.options, seed=(b + j * BEST_OF_STRIDE) % 2**31)
+                for r, b in zip(reqs, bases, strict=True)
+                for j in range(n)
+            ]
+            prompts = [r.prompt for r in reqs for _ in range(n)]
+        else:
+            options, prompts = [r.options for r in reqs], [r.prompt for r in reqs]
+        results = [self.finish(r, task) for r in self._run(prompts, options, desc=task, progress=progress)]
+        if n == 1:
+            return results
+        return [self._pick(inp, results[i * n : (i + 1) * n]) for i, inp in enumerate(inputs)]
+
+    def _pick(self, inputs: dict[str, Any], candidates: list[TaskResult]) -> TaskResult:
+        """The candidate (of one in-context request) that follows its examples best, judged on the
+        codec's rendering of the query and examples (what the LM saw)."""
+        from .rerank import pick_best
+
+        def wav(codes: torch.Tensor):
+            dev = self.audio_tokenizer.device
+            return self.audio_tokenizer.decode_chunked(codes.T.to(dev)).float().cpu().numpy()
+
+        examples = [self._example(e) for e in inputs["examples"]]
+        pairs = [(wav(e.input_audio), wav(e.output_audio)) for e in examples]
+        clips = [c.audio.numpy() for c in candidates]
+        best, scores = pick_best(clips, wav(self.audio_codes(inputs["audio"])), pairs, self.sample_rate)
+        log.debug(
+            "best of %d: candidate %d (scores %s)", len(candidates), best, [round(x, 2) for x in scores]
+        )
+        return candidates[best]
 
     def stream_task(self, task: str, inputs: dict[str, Any], **gen: Any) -> Iterator[StreamChunk]:
         """Stream one task: text pieces as decoded, audio through the tokenizer's streaming decoder."""

@@ -23,6 +23,7 @@ class TaskPreset:
     stop_tokens: tuple[str, ...]
     variant: str  # "instruct" or "base"
     speech_output: bool
+    best_of: int = 1  # in_context_s2s: candidates generated per request, the best kept (mimo_audio.rerank)
 
 
 _TEXT_STOPS = ("<|endoftext|>", "<|im_end|>")
@@ -82,10 +83,22 @@ TASK_NAMES = tuple(PRESETS)
 # A model folder may tune the samplers for its own size in its generation_config.json (the official
 # folders do not): {"mimo_audio": {"task_samplers": {"tts": {"text": {"do_sample": false},
 # "speech": {"do_sample": false}}}}}. Fields not given keep the preset's value; explicit options of
-# a request still win over both.
+# a request still win over both. ``in_context_s2s`` may also set ``"best_of": N`` (1..MAX_BEST_OF):
+# N candidates per request, the one that follows the examples best is kept (mimo_audio.rerank).
 GENERATION_CONFIG = "generation_config.json"
 _SAMPLER_TYPES = {"do_sample": (bool,), "temperature": (int, float), "top_k": (int,), "top_p": (int, float)}
 assert set(_SAMPLER_TYPES) == {f.name for f in fields(SamplerConfig)}
+BEST_OF_TASKS = ("in_context_s2s",)
+MAX_BEST_OF = 16
+
+
+def check_best_of(task: str, value: object) -> int:
+    """``value`` as a valid ``best_of`` for ``task``, else a one-line :class:`MimoAudioError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BEST_OF:
+        raise MimoAudioError(f"best_of must be an integer from 1 to {MAX_BEST_OF}, got {value!r}")
+    if value > 1 and task not in BEST_OF_TASKS:
+        raise MimoAudioError(f"best_of applies to {', '.join(BEST_OF_TASKS)} only, not {task}")
+    return value
 
 
 def model_presets(model_dir: str | os.PathLike) -> dict[str, TaskPreset]:
@@ -109,9 +122,17 @@ def model_presets(model_dir: str | os.PathLike) -> dict[str, TaskPreset]:
             raise MimoAudioError(
                 f"{path}: unknown task {task!r} in task_samplers (known: {', '.join(PRESETS)})"
             )
-        if not isinstance(heads, dict) or not set(heads) <= {"text", "speech"}:
-            raise MimoAudioError(f"{path}: task_samplers.{task} takes 'text' and/or 'speech' objects")
+        keys = {"text", "speech", "best_of"} if task in BEST_OF_TASKS else {"text", "speech"}
+        if not isinstance(heads, dict) or not set(heads) <= keys:
+            extra = " and 'best_of'" if task in BEST_OF_TASKS else ""
+            raise MimoAudioError(f"{path}: task_samplers.{task} takes 'text' and/or 'speech' objects{extra}")
         changes = {}
+        heads = dict(heads)
+        if "best_of" in heads:
+            try:
+                changes["best_of"] = check_best_of(task, heads.pop("best_of"))
+            except MimoAudioError as e:
+                raise MimoAudioError(f"{path}: task_samplers.{task}: {e}") from None
         for head, values in heads.items():
             if not isinstance(values, dict) or not set(values) <= set(_SAMPLER_TYPES):
                 raise MimoAudioError(

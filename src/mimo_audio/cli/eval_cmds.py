@@ -85,6 +85,14 @@ def _suite_parser(sub: argparse._SubParsersAction, name: str) -> None:
             default=24,
             help="other sentences' renderings each output is compared with (default 24)",
         )
+    if name in ("vc", "fewshot"):
+        g.add_argument(
+            "--best-of",
+            type=int,
+            default=None,
+            metavar="N",
+            help="candidates per item, the one that follows the examples best kept (default: the model's)",
+        )
     if name == "fewshot":
         p.add_argument("--preset", choices=PRESETS, default="vc", help="preset of items without one")
     if name == "tokenizer":
@@ -138,6 +146,7 @@ def _gen(args: argparse.Namespace) -> dict[str, Any]:
         "temperature": args.temperature,
         "speech_temperature": args.speech_temperature,
         "max_new_steps": args.max_new_steps,
+        "best_of": getattr(args, "best_of", None),
     }
     if args.greedy:
         g.update(greedy=True, speech_greedy=True)

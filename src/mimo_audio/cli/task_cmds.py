@@ -215,7 +215,9 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     examples, dir_instruction = find_examples(args.examples_dir)
     instruction = args.instruction or dir_instruction or FEWSHOT_PRESETS[args.preset]
     model = _load(args)
-    res = model.in_context(args.target, examples=examples, instruction=instruction, **_gen(args))
+    best_of = getattr(args, "best_of", None)  # the seed-style `run` entry has no --best-of
+    gen = _gen(args) if best_of is None else {**_gen(args), "best_of": best_of}
+    res = model.in_context(args.target, examples=examples, instruction=instruction, **gen)
     _emit(args, [(args.target, res)], out)
     return 0
 
@@ -387,6 +389,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="vc", choices=["vc", "emotion", "speed", "denoise", "translate"])
     p.add_argument("--instruction", default=None, help="instruction text (overrides --preset)")
     p.add_argument("--out", default="fewshot.wav")
+    p.add_argument(
+        "--best-of",
+        type=int,
+        default=None,
+        metavar="N",
+        help="generate N candidates and keep the one that follows the examples best "
+        "(default: the model's generation_config, else 1)",
+    )
     _model_args(p)
     p.set_defaults(func=cmd_fewshot)
 

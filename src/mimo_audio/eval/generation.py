@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..tasks import GENERATION_CONFIG
+
 
 class ModelHandle:
     """A :class:`~mimo_audio.MimoAudio` loaded on first use (a fully cached re-run loads nothing)."""
@@ -34,6 +36,10 @@ class ModelHandle:
         """What identifies the model in a cache key: resolved folders, dtype and quantisation."""
         resolve = lambda p: str(Path(p).resolve()) if p else None  # noqa: E731
         extra = {k: str(self.load[k]) for k in ("dtype", "quantize") if self.load.get(k) is not None}
+        if self.model_dir:  # the folder's own samplers and best_of change the outputs too
+            gen_cfg = Path(self.model_dir) / GENERATION_CONFIG
+            if gen_cfg.is_file():
+                extra["generation_config"] = f"{zlib.crc32(gen_cfg.read_bytes()):08x}"
         return {"model": resolve(self.model_dir), "tokenizer": resolve(self.tokenizer_dir), **extra}
 
 
@@ -49,12 +55,8 @@ def generate(
     seeds = [item_seed(gen.get("seed"), i) for i in ids]
     options = {k: v for k, v in gen.items() if k != "seed"}
     takes_seed = task in ("asr", "tts")  # their prompts draw an instruction template from the seed
-    reqs = [
-        model.prepare(task, {**inp, "seed": s} if takes_seed else inp, seed=s, **options)
-        for inp, s in zip(inputs, seeds, strict=True)
-    ]
-    results = model.engine.generate([r.prompt for r in reqs], [r.options for r in reqs])
-    return [model.finish(r, task) for r in results]
+    batch = [{**inp, "seed": s} if takes_seed else inp for inp, s in zip(inputs, seeds, strict=True)]
+    return model.run_batch(task, batch, seeds, progress=False, **options)
 
 
 def load_for(handle: ModelHandle, task: str, hint: str = ""):
