@@ -129,6 +129,10 @@ def test_best_of_returns_one_of_its_candidates(model):
         (lambda m: m.in_context(clip_path("speech_b"), best_of=0, **FEWSHOT), "best_of must be an integer"),
         (lambda m: m.in_context(clip_path("speech_b"), best_of=17, **FEWSHOT), "from 1 to 16"),
         (lambda m: m.tts("Hi", best_of=2, max_new_steps=4), "best_of applies to in_context_s2s only"),
+        (
+            lambda m: list(m.in_context_stream(clip_path("speech_b"), best_of=2, **FEWSHOT)),
+            "not available for streamed requests",
+        ),
     ],
 )
 def test_bad_best_of(model, call, match):

@@ -572,9 +572,14 @@ class MimoAudio:
 
         A scheduler (e.g. the HTTP server) adds ``prepared.prompt`` / ``prepared.options`` to
         :attr:`engine`, feeds the engine's step events to :meth:`stream_state` or passes the final
-        result to :meth:`finish`.
+        result to :meth:`finish`. One request is one candidate: ``best_of`` other than 1 is refused
+        here (it needs every candidate's whole output: :meth:`run_batch`).
         """
         self._check_variant(task)
+        if "best_of" in gen:
+            gen = dict(gen)
+            if check_best_of(task, gen.pop("best_of")) != 1:
+                raise MimoAudioError("best_of needs whole outputs: it is not available for streamed requests")
         if task == "tts" and gen.get("max_audio_seconds") is None:
             gen = {**gen, "max_audio_seconds": tts_seconds_cap(inputs.get("text") or "")}
         prompt = self.build_prompt(task, **inputs)
