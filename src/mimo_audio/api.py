@@ -545,9 +545,7 @@ class MimoAudio:
             if codes.shape[1] == 0:
                 audio = torch.zeros(self.sample_rate)  # the reference writes 1 s of silence
             else:
-                audio = (
-                    self.audio_tokenizer.decode_chunked(codes.to(self.audio_tokenizer.device)).float().cpu()
-                )
+                audio = self._decode(codes)
         return TaskResult(
             text,
             audio,
@@ -558,6 +556,10 @@ class MimoAudio:
             res.seed,
             len(res.text_ids),
         )
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes ``[C, N]`` → float32 waveform ``[samples]`` on the CPU (the pipeline's chunked decode)."""
+        return self.audio_tokenizer.decode_chunked(codes.to(self.audio_tokenizer.device)).float().cpu()
 
     def _check_variant(self, task: str) -> TaskPreset:
         preset = self.presets[task]
@@ -647,9 +649,8 @@ class MimoAudio:
         codec's rendering of the query and examples (what the LM saw)."""
         from .rerank import pick_best
 
-        def wav(codes: torch.Tensor):
-            dev = self.audio_tokenizer.device
-            return self.audio_tokenizer.decode_chunked(codes.T.to(dev)).float().cpu().numpy()
+        def wav(codes: torch.Tensor):  # LM codes [N, C] → waveform
+            return self._decode(codes.T).numpy()
 
         examples = [self._example(e) for e in inputs["examples"]]
         pairs = [(wav(e.input_audio), wav(e.output_audio)) for e in examples]

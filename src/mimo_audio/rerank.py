@@ -13,7 +13,8 @@ query and a candidate, so both measures below control for content. They work on 
   candidate's shift projected on the examples' shift.
 
 Each measure is standardised over the candidates and the two are added; higher is better.
-Nothing here is trained; the module needs torch, numpy and soxr only. :func:`pick_best` returns the
+Nothing here is trained (torch, numpy, and soxr through :func:`mimo_audio.audio.resample`).
+:func:`pick_best` returns the
 index of the best candidate.
 """
 
@@ -23,9 +24,9 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import soxr
 import torch
 
+from .audio import resample
 from .tokenizer.mel import mel_filterbank
 
 RATE = 16000
@@ -58,8 +59,8 @@ def mfcc_frames(wav: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tenso
     clip gives ``[0, 19]``.
     """
     x = torch.as_tensor(np.asarray(wav, dtype=np.float32).reshape(-1))
-    if sample_rate != RATE and x.numel():
-        x = torch.from_numpy(soxr.resample(x.numpy(), sample_rate, RATE).astype(np.float32))
+    if x.numel():
+        x = torch.from_numpy(resample(x.numpy(), sample_rate, RATE))
     if x.numel() < N_FFT // 2 + 1 or not bool(torch.isfinite(x).all()):
         return torch.zeros(0, N_MFCC - 1)
     spec = torch.stft(x, N_FFT, HOP, window=_WINDOW, center=True, pad_mode="constant", return_complex=True)

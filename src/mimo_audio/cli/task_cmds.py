@@ -209,14 +209,17 @@ def find_examples(folder: str | os.PathLike) -> tuple[list[tuple[Path, Path, str
 
 def cmd_fewshot(args: argparse.Namespace) -> int:
     from ..api import FEWSHOT_PRESETS
+    from ..tasks import check_best_of
 
     out = _check_out(args.out)
     _check_files([args.target])
     examples, dir_instruction = find_examples(args.examples_dir)
     instruction = args.instruction or dir_instruction or FEWSHOT_PRESETS[args.preset]
-    model = _load(args)
     best_of = getattr(args, "best_of", None)  # the seed-style `run` entry has no --best-of
-    gen = _gen(args) if best_of is None else {**_gen(args), "best_of": best_of}
+    gen = (
+        _gen(args) if best_of is None else {**_gen(args), "best_of": check_best_of("in_context_s2s", best_of)}
+    )
+    model = _load(args)
     res = model.in_context(args.target, examples=examples, instruction=instruction, **gen)
     _emit(args, [(args.target, res)], out)
     return 0
