@@ -75,17 +75,20 @@ def test_short_form_quality(summary):
 
 def test_shipped_samplers():
     """The release carries the samplers its eval was measured with (greedy TTS: DEFAULT_MODEL.md §7,
-    session 8; few-shot speech at temperature 0.6: session 15); without them `tts` would sample at
-    the 7B's temperatures and score far lower. Every other preset is the 7B's."""
+    session 8; few-shot speech at temperature 0.6: session 15) and the voice matching of its
+    voice conversion (session 20); without them `tts` would sample at the 7B's temperatures and
+    score far lower, and VC would fall to about 77 %. Every other preset is the 7B's."""
     from dataclasses import replace
 
     from mimo_audio.tasks import PRESETS, model_presets
+    from mimo_audio.voice_match import VoiceMatch
 
     presets = model_presets(defaults.PACKAGE_DEFAULT_DIR / "model")
     assert not presets["tts"].text_sampler.do_sample and not presets["tts"].speech_sampler.do_sample
     icl, official = presets["in_context_s2s"], PRESETS["in_context_s2s"]
     assert icl.speech_sampler == replace(official.speech_sampler, temperature=0.6)
     assert icl.text_sampler == official.text_sampler
+    assert icl.voice_match == VoiceMatch(k=4, content=0.4, timbre=1.0) and icl.best_of == 1
     tuned = ("tts", "in_context_s2s")
     assert {t: p for t, p in presets.items() if t not in tuned} == {
         t: p for t, p in PRESETS.items() if t not in tuned

@@ -32,6 +32,7 @@ from .prompts import Example, Message, PromptBuilder, parse_messages
 from .tasks import PRESETS, TASK_NAMES, TaskPreset, check_best_of, model_presets
 from .text_tokenizer import TextTokenizer
 from .tokenizer import AudioTokenizer
+from .voice_match import VoiceMatch, VoicePool
 
 log = logging.getLogger("mimo_audio")
 
@@ -133,6 +134,7 @@ class PreparedRequest:
     task: str
     prompt: torch.Tensor
     options: GenerationOptions
+    voice_pool: VoicePool | None = None  # voice matching of the decoded speech (mimo_audio.voice_match)
 
 
 # TTS length guard: a request without max_audio_seconds stops after this much audio, so a
@@ -171,12 +173,20 @@ class StreamState:
     finishing event carries the full :class:`TaskResult`.
     """
 
-    def __init__(self, model: MimoAudio, task: str, chunk_frames: int = STREAM_CHUNK_FRAMES) -> None:
-        self.model, self.task = model, task
+    def __init__(
+        self,
+        model: MimoAudio,
+        task: str,
+        chunk_frames: int = STREAM_CHUNK_FRAMES,
+        voice_pool: VoicePool | None = None,
+    ) -> None:
+        self.model, self.task, self.voice_pool = model, task, voice_pool
         self.splitter = IncrementalSplitter(model.text_tokenizer, model.config.speech_zeroemb_idx)
         self.decoder = None
         if model.presets[task].speech_output:
-            self.decoder = model.audio_tokenizer.stream_decoder(chunk_frames=chunk_frames)
+            self.decoder = model.audio_tokenizer.stream_decoder(
+                chunk_frames=chunk_frames, transform=None if voice_pool is None else voice_pool.apply
+            )
         self.any_audio = False
 
     def feed(self, ev: StepEvent) -> StreamChunk | None:
@@ -192,7 +202,7 @@ class StreamState:
         tail = self.decoder.flush() if self.decoder is not None else None
         if audio is not None:
             tail = audio if tail is None else torch.cat([audio.reshape(-1), tail.reshape(-1)])
-        result = self.model.finish(ev.result, self.task)
+        result = self.model.finish(ev.result, self.task, self.voice_pool)
         if self.decoder is not None and not self.any_audio:
             tail = result.audio  # no speech at all: the silence the offline path writes
         return StreamChunk(text, _cpu(tail), result)
@@ -523,11 +533,14 @@ class MimoAudio:
             bar.close()
         return [results[i] for i in order]
 
-    def finish(self, res: GenerationResult, task: str) -> TaskResult:
-        """Post-process an engine result (SPEC §8.4): text, and audio decoded for speech tasks."""
-        return self._finish(res, self.presets[task], self.presets[task].speech_output)
+    def finish(self, res: GenerationResult, task: str, voice_pool: VoicePool | None = None) -> TaskResult:
+        """Post-process an engine result (SPEC §8.4): text, and audio decoded for speech tasks
+        (through ``voice_pool``'s matching when given: :attr:`PreparedRequest.voice_pool`)."""
+        return self._finish(res, self.presets[task], self.presets[task].speech_output, voice_pool)
 
-    def _finish(self, res: GenerationResult, preset: TaskPreset, want_audio: bool) -> TaskResult:
+    def _finish(
+        self, res: GenerationResult, preset: TaskPreset, want_audio: bool, voice_pool: VoicePool | None = None
+    ) -> TaskResult:
         G = self.config.group_size
         prompt_cols = res.prompt_patches * G
         text, codes = split_generation(
@@ -544,6 +557,8 @@ class MimoAudio:
                 )
             if codes.shape[1] == 0:
                 audio = torch.zeros(self.sample_rate)  # the reference writes 1 s of silence
+            elif voice_pool is not None:
+                audio = voice_pool.decode(codes)
             else:
                 audio = self._decode(codes)
         return TaskResult(
@@ -582,17 +597,39 @@ class MimoAudio:
             gen = dict(gen)
             if check_best_of(task, gen.pop("best_of")) != 1:
                 raise MimoAudioError("best_of needs whole outputs: it is not available for streamed requests")
+        gen = dict(gen)
+        match = self._voice_match(task, inputs, gen.pop("voice_match", None))
         if task == "tts" and gen.get("max_audio_seconds") is None:
-            gen = {**gen, "max_audio_seconds": tts_seconds_cap(inputs.get("text") or "")}
+            gen["max_audio_seconds"] = tts_seconds_cap(inputs.get("text") or "")
         prompt = self.build_prompt(task, **inputs)
         if task == "asr" and gen.get("max_new_steps") is None:
-            gen = {**gen, "max_new_steps": asr_steps_cap(prompt.shape[-1] // self.config.group_size)}
-        return PreparedRequest(task, prompt, self.options(task, **gen))
+            gen["max_new_steps"] = asr_steps_cap(prompt.shape[-1] // self.config.group_size)
+        options = self.options(task, **gen)
+        pool = None
+        if match is not None:
+            outputs = [self._example(e).output_audio.T for e in inputs["examples"]]
+            pool = VoicePool(self.audio_tokenizer, outputs, match)
+        return PreparedRequest(task, prompt, options, pool)
 
-    def stream_state(self, task: str, chunk_frames: int = STREAM_CHUNK_FRAMES) -> StreamState:
+    def _voice_match(self, task: str, inputs: dict[str, Any], value: Any) -> VoiceMatch | None:
+        """The voice matching of one request: ``value`` when given (``None``: not given), else the
+        model's ``in_context_s2s`` setting for requests with the ``vc`` instruction (other few-shot
+        tasks keep the query's voice, which matching toward the examples would replace)."""
+        match = VoiceMatch.parse(value)
+        if task != "in_context_s2s":
+            if match is not None:
+                raise MimoAudioError(f"voice_match applies to in_context_s2s only, not {task}")
+            return None
+        if value is None and inputs.get("instruction") == FEWSHOT_PRESETS["vc"]:
+            return self.presets[task].voice_match
+        return match
+
+    def stream_state(
+        self, task: str, chunk_frames: int = STREAM_CHUNK_FRAMES, voice_pool: VoicePool | None = None
+    ) -> StreamState:
         """Incremental post-processing for one request of ``task`` (text pieces, streamed audio
-        decoded every ``chunk_frames`` frames)."""
-        return StreamState(self, task, chunk_frames)
+        decoded every ``chunk_frames`` frames, through ``voice_pool``'s matching when given)."""
+        return StreamState(self, task, chunk_frames, voice_pool)
 
     def run_task(
         self, task: str, inputs: dict[str, Any] | Sequence[dict[str, Any]], **gen: Any
@@ -621,6 +658,9 @@ class MimoAudio:
         ``generation_config.json`` says otherwise) generates that many candidates per input, seeds
         ``seed + j · BEST_OF_STRIDE``, and keeps the one that follows the examples best
         (:func:`mimo_audio.rerank.pick_best`); candidate 0 is what ``best_of=1`` returns.
+        ``voice_match`` (in ``gen``; ``in_context_s2s`` only: on/off, ``k`` or ``{k, content, timbre}``)
+        renders the speech nearer the examples' output voice (:mod:`mimo_audio.voice_match`); not
+        given, the model's setting applies to requests with the ``vc`` instruction.
         """
         preset = self._check_variant(task)
         if len(inputs) != len(seeds):
@@ -639,7 +679,9 @@ class MimoAudio:
             prompts = [r.prompt for r in reqs for _ in range(n)]
         else:
             options, prompts = [r.options for r in reqs], [r.prompt for r in reqs]
-        results = [self.finish(r, task) for r in self._run(prompts, options, desc=task, progress=progress)]
+        pools = [r.voice_pool for r in reqs for _ in range(n)]
+        done = self._run(prompts, options, desc=task, progress=progress)
+        results = [self.finish(r, task, p) for r, p in zip(done, pools, strict=True)]
         if n == 1:
             return results
         return [self._pick(inp, results[i * n : (i + 1) * n]) for i, inp in enumerate(inputs)]
@@ -664,7 +706,7 @@ class MimoAudio:
     def stream_task(self, task: str, inputs: dict[str, Any], **gen: Any) -> Iterator[StreamChunk]:
         """Stream one task: text pieces as decoded, audio through the tokenizer's streaming decoder."""
         req = self.prepare(task, inputs, **gen)
-        state = self.stream_state(task)
+        state = self.stream_state(task, voice_pool=req.voice_pool)
         for ev in self.engine.stream(req.prompt, req.options):
             chunk = state.feed(ev)
             if chunk is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .errors import MimoAudioError
 from .lm.sampler import SamplerConfig
+from .voice_match import VoiceMatch
 
 GREEDY = SamplerConfig(do_sample=False)
 SPEECH = SamplerConfig(do_sample=True, temperature=0.9, top_p=0.95)
@@ -24,6 +25,8 @@ class TaskPreset:
     variant: str  # "instruct" or "base"
     speech_output: bool
     best_of: int = 1  # in_context_s2s: candidates generated per request, the best kept (mimo_audio.rerank)
+    # in_context_s2s: voice matching of voice-conversion outputs to the examples (mimo_audio.voice_match)
+    voice_match: VoiceMatch | None = None
 
 
 _TEXT_STOPS = ("<|endoftext|>", "<|im_end|>")
@@ -84,7 +87,9 @@ TASK_NAMES = tuple(PRESETS)
 # folders do not): {"mimo_audio": {"task_samplers": {"tts": {"text": {"do_sample": false},
 # "speech": {"do_sample": false}}}}}. Fields not given keep the preset's value; explicit options of
 # a request still win over both. ``in_context_s2s`` may also set ``"best_of": N`` (1..MAX_BEST_OF):
-# N candidates per request, the one that follows the examples best is kept (mimo_audio.rerank).
+# N candidates per request, the one that follows the examples best is kept (mimo_audio.rerank); and
+# ``"voice_match": {"k": 4, "content": 0.4, "timbre": 1.0}`` (or true): voice-conversion outputs
+# rendered nearer the examples' voice (mimo_audio.voice_match).
 GENERATION_CONFIG = "generation_config.json"
 _SAMPLER_TYPES = {"do_sample": (bool,), "temperature": (int, float), "top_k": (int,), "top_p": (int, float)}
 assert set(_SAMPLER_TYPES) == {f.name for f in fields(SamplerConfig)}
@@ -122,15 +127,25 @@ def model_presets(model_dir: str | os.PathLike) -> dict[str, TaskPreset]:
             raise MimoAudioError(
                 f"{path}: unknown task {task!r} in task_samplers (known: {', '.join(PRESETS)})"
             )
-        keys = {"text", "speech", "best_of"} if task in BEST_OF_TASKS else {"text", "speech"}
-        if not isinstance(heads, dict) or not set(heads) <= keys:
-            extra = " and 'best_of'" if task in BEST_OF_TASKS else ""
+        extras = ("best_of", "voice_match") if task in BEST_OF_TASKS else ()
+        if not isinstance(heads, dict) or not set(heads) <= {"text", "speech", *extras}:
+            extra = f" or {' / '.join(map(repr, extras))}" if extras else ""
             raise MimoAudioError(f"{path}: task_samplers.{task} takes 'text' and/or 'speech' objects{extra}")
         changes = {}
         heads = dict(heads)
         if "best_of" in heads:
             try:
                 changes["best_of"] = check_best_of(task, heads.pop("best_of"))
+            except MimoAudioError as e:
+                raise MimoAudioError(f"{path}: task_samplers.{task}: {e}") from None
+        if "voice_match" in heads:
+            value = heads.pop("voice_match")
+            if value is not None and not isinstance(value, (bool, dict)):
+                raise MimoAudioError(
+                    f"{path}: task_samplers.{task}.voice_match must be true, false or an object, got {value!r}"
+                )
+            try:
+                changes["voice_match"] = VoiceMatch.parse(value)
             except MimoAudioError as e:
                 raise MimoAudioError(f"{path}: task_samplers.{task}: {e}") from None
         for head, values in heads.items():

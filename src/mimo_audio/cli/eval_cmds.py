@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MimoAudioError
-from .task_cmds import add_model_options
+from .task_cmds import VOICE_MATCH_ARG, add_model_options
 
 SUITES = ("asr", "tts", "tokenizer", "vc", "fewshot", "mcq")  # mirrors mimo_audio.eval.SUITES
 PRESETS = ("vc", "emotion", "speed", "denoise", "translate")  # mirrors mimo_audio.api.FEWSHOT_PRESETS
@@ -93,6 +93,7 @@ def _suite_parser(sub: argparse._SubParsersAction, name: str) -> None:
             metavar="N",
             help="candidates per item, the one that follows the examples best kept (default: the model's)",
         )
+        g.add_argument("--voice-match", **VOICE_MATCH_ARG)
     if name == "fewshot":
         p.add_argument("--preset", choices=PRESETS, default="vc", help="preset of items without one")
     if name == "tokenizer":
@@ -147,6 +148,7 @@ def _gen(args: argparse.Namespace) -> dict[str, Any]:
         "speech_temperature": args.speech_temperature,
         "max_new_steps": args.max_new_steps,
         "best_of": getattr(args, "best_of", None),
+        "voice_match": getattr(args, "voice_match", None),
     }
     if args.greedy:
         g.update(greedy=True, speech_greedy=True)
@@ -161,6 +163,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise MimoAudioError(f"--data {args.data}: no such file")
     if args.workers < 1:
         raise MimoAudioError(f"--workers must be ≥ 1, got {args.workers}")
+    if getattr(args, "voice_match", None) is not None:
+        from ..voice_match import VoiceMatch
+
+        VoiceMatch.parse(args.voice_match)  # a bad value fails before any model loads
     model, tokenizer = args.model, args.tokenizer
     if args.suite != "tokenizer" or not tokenizer:  # the tokenizer suite needs no LM
         from ..defaults import resolve_model_pair

@@ -18,6 +18,13 @@ log = logging.getLogger("mimo_audio")
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
 FEWSHOT_TASKS = {"fewshot_vc": "vc", "fewshot_emotion": "emotion", "fewshot_speed": "speed",
                  "fewshot_denoise": "denoise", "fewshot_translate": "translate"}  # fmt: skip
+VOICE_MATCH_ARG: dict[str, Any] = {
+    "default": None,
+    "metavar": "on|off|K|JSON",
+    "help": "render the converted speech nearer the examples' output voice (mimo_audio.voice_match): "
+    'on, off, K neighbours, or \'{"k": 4, "content": 0.4, "timbre": 1.0}\' '
+    "(default: the model's generation_config, for the vc instruction)",
+}
 
 
 # ---------------------------------------------------------------------------- shared options
@@ -210,15 +217,20 @@ def find_examples(folder: str | os.PathLike) -> tuple[list[tuple[Path, Path, str
 def cmd_fewshot(args: argparse.Namespace) -> int:
     from ..api import FEWSHOT_PRESETS
     from ..tasks import check_best_of
+    from ..voice_match import VoiceMatch
 
     out = _check_out(args.out)
     _check_files([args.target])
     examples, dir_instruction = find_examples(args.examples_dir)
     instruction = args.instruction or dir_instruction or FEWSHOT_PRESETS[args.preset]
+    gen = _gen(args)
     best_of = getattr(args, "best_of", None)  # the seed-style `run` entry has no --best-of
-    gen = (
-        _gen(args) if best_of is None else {**_gen(args), "best_of": check_best_of("in_context_s2s", best_of)}
-    )
+    if best_of is not None:
+        gen["best_of"] = check_best_of("in_context_s2s", best_of)
+    voice_match = getattr(args, "voice_match", None)
+    if voice_match is not None:
+        VoiceMatch.parse(voice_match)  # a bad value fails before the model loads
+        gen["voice_match"] = voice_match
     model = _load(args)
     res = model.in_context(args.target, examples=examples, instruction=instruction, **gen)
     _emit(args, [(args.target, res)], out)
@@ -400,6 +412,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="generate N candidates and keep the one that follows the examples best "
         "(default: the model's generation_config, else 1)",
     )
+    p.add_argument("--voice-match", **VOICE_MATCH_ARG)
     _model_args(p)
     p.set_defaults(func=cmd_fewshot)
 

@@ -106,6 +106,7 @@ class Ticket:
         self._lock = threading.Lock()
         self._engine_id: int | None = None
         self._state = None  # StreamState while streaming
+        self._voice_pool = None  # the prepared request's voice matching (few-shot voice conversion)
 
     # consumer (event loop) ---------------------------------------------------------------
     async def started(self) -> None:
@@ -359,14 +360,16 @@ class Scheduler:
                 continue
             ticket._engine_id = rid
             ticket.prompt_patches = req.prompt.shape[1] // self.model.config.group_size
-            ticket._state = self._stream_state(job.task) if job.stream else None
+            ticket._voice_pool = getattr(req, "voice_pool", None)
+            ticket._state = self._stream_state(job.task, ticket._voice_pool) if job.stream else None
             ticket.admitted = time.monotonic()
             self.metrics.queue_wait.observe(ticket.admitted - ticket.created)
             self._running[rid] = ticket
             ticket._post("started")
 
-    def _stream_state(self, task: str):
-        return self.model.stream_state(task, chunk_frames=self.stream_chunk_frames)
+    def _stream_state(self, task: str, voice_pool=None):
+        extra = {} if voice_pool is None else {"voice_pool": voice_pool}
+        return self.model.stream_state(task, chunk_frames=self.stream_chunk_frames, **extra)
 
     def _step(self) -> None:
         t0 = time.perf_counter()
@@ -432,7 +435,9 @@ class Scheduler:
             if ev.finished:
                 ticket._post("done", chunk.result)
         elif ev.finished:
-            ticket._post("done", self.model.finish(ev.result, ticket.job.task))
+            pool = ticket._voice_pool
+            done = self.model.finish(ev.result, ticket.job.task, *(() if pool is None else (pool,)))
+            ticket._post("done", done)
 
     def _fail_everything(self, error: SchedulerError) -> None:
         with self._cond:

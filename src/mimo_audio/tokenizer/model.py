@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -345,10 +345,19 @@ class AudioTokenizer(nn.Module):
 
         Returns float32 ``[samples_per_frame · frames]``.
         """
-        features = self.dequantize(codes)
+        return self.decode_features(self.dequantize(codes))
+
+    @torch.inference_mode()
+    def decode_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Decode quantised features ``[frames, d_model]`` (what :meth:`dequantize` returns, or a
+        transform of it) in a single pass → float32 ``[samples_per_frame · frames]``."""
+        if features.ndim != 2 or features.shape[1] != self.config.d_model:
+            raise MimoAudioError(
+                f"features must be [frames, {self.config.d_model}], got {tuple(features.shape)}"
+            )
         if features.shape[0] == 0:
             return torch.zeros(0)
-        return self.decoder(features[None])[0].cpu()
+        return self.decoder(features.to(self.device)[None])[0].cpu()
 
     @torch.inference_mode()
     def decode_batch(self, codes: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -373,20 +382,32 @@ class AudioTokenizer(nn.Module):
         """
         if chunk_frames < 1:
             raise MimoAudioError(f"chunk_frames must be ≥ 1, got {chunk_frames}")
-        codes = self.check_codes(codes)
-        pieces = [self.decode(part) for part in codes.split(chunk_frames, dim=1)]
+        return self.decode_features_chunked(self.dequantize(codes), chunk_frames)
+
+    @torch.inference_mode()
+    def decode_features_chunked(
+        self, features: torch.Tensor, chunk_frames: int = DECODE_CHUNK_FRAMES
+    ) -> torch.Tensor:
+        """:meth:`decode_chunked` from quantised features ``[frames, d_model]``."""
+        if chunk_frames < 1:
+            raise MimoAudioError(f"chunk_frames must be ≥ 1, got {chunk_frames}")
+        pieces = [self.decode_features(part) for part in features.split(chunk_frames, dim=0)]
         return torch.cat(pieces) if pieces else torch.zeros(0)
 
     def stream_decoder(
-        self, left_overlap: int = 250, right_overlap: int = 40, chunk_frames: int = 0
+        self,
+        left_overlap: int = 250,
+        right_overlap: int = 40,
+        chunk_frames: int = 0,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> StreamDecoder | ChunkedDecoder:
         """A :class:`StreamDecoder` for one sequence of codes arriving in chunks (SPEC §6).
 
         ``chunk_frames > 0`` buffers pushes and decodes every ``chunk_frames`` frames
         (:class:`ChunkedDecoder`): the same audio in fewer pieces, at a fraction of the decoding cost
-        when codes arrive a few frames at a time.
+        when codes arrive a few frames at a time. ``transform``: see :class:`StreamDecoder`.
         """
-        dec = StreamDecoder(self, left_overlap=left_overlap, right_overlap=right_overlap)
+        dec = StreamDecoder(self, left_overlap=left_overlap, right_overlap=right_overlap, transform=transform)
         return ChunkedDecoder(dec, chunk_frames) if chunk_frames > 0 else dec
 
 

@@ -8,6 +8,7 @@ The state lives in an explicit :class:`StreamState` per decoder (no shared mutab
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,9 +48,17 @@ class StreamDecoder:
     >>> wav = torch.cat(pieces)                           # [960 · frames] float32
 
     ``push(chunk, last=True)`` and ``push(chunk)`` followed by ``flush()`` give the same audio.
+    ``transform`` (optional) maps a chunk's codes ``[k, n]`` to the features ``[n, d]`` to decode in
+    place of their dequantisation, frame by frame (e.g. :meth:`mimo_audio.voice_match.VoicePool.apply`).
     """
 
-    def __init__(self, tokenizer: AudioTokenizer, left_overlap: int = 250, right_overlap: int = 40):
+    def __init__(
+        self,
+        tokenizer: AudioTokenizer,
+        left_overlap: int = 250,
+        right_overlap: int = 40,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         if right_overlap < 0 or left_overlap < max(1, right_overlap):
             raise MimoAudioError(
                 f"need left_overlap ≥ max(1, right_overlap) ≥ 0, got left {left_overlap}, right {right_overlap}"
@@ -57,6 +66,7 @@ class StreamDecoder:
         self.tokenizer = tokenizer
         self.left_overlap = left_overlap
         self.right_overlap = right_overlap
+        self.transform = transform
         self.state = StreamState()
 
     @property
@@ -75,7 +85,7 @@ class StreamDecoder:
         the decoder is reset for a new sequence.
         """
         tok, st, spf = self.tokenizer, self.state, self.samples_per_frame
-        new = tok.dequantize(codes)  # [n, d] float32
+        new = tok.dequantize(codes) if self.transform is None else self.transform(codes)  # [n, d] float32
         if new.shape[0] == 0:
             return self.flush() if last else torch.zeros(0)
         x = new if st.features is None else torch.cat([st.features, new])
