@@ -1,4 +1,5 @@
-"""Shared test fixtures: the parity folder (``MIMO_PARITY_FIXTURES``) and its expected tensors."""
+"""Shared test fixtures: the parity folder (``MIMO_PARITY_FIXTURES``), its expected tensors and its
+tiny model pair loaded as :class:`mimo_audio.api.MimoAudio`."""
 
 from __future__ import annotations
 
@@ -48,3 +49,21 @@ def clip_path(name: str) -> Path:
 def tensor_names(suffix: str) -> list[str]:
     """Names in expected.json's ``tensors`` ending with ``suffix`` (e.g. ``.mel``)."""
     return [k for k in EXPECTED["tensors"] if k.endswith(suffix)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The parity folder's tiny LM and tokenizer as one :class:`MimoAudio` on CPU (one per module)."""
+    from mimo_audio.api import MimoAudio
+
+    return MimoAudio.from_pretrained(
+        PARITY_DIR / "model", PARITY_DIR / "tokenizer", device="cpu", progress=False
+    )
+
+
+# one few-shot pair of parity clips, ten steps, sampled speech: for the few-shot options' tests
+FEWSHOT = {
+    "examples": [(clip_path("speech_a"), clip_path("speech_c"), "text")],
+    "max_new_steps": 10,
+    "speech_temperature": 1.0,
+}

@@ -20,13 +20,6 @@ from conftest import EXPECTED, PARITY_DIR, clip_path
 GENERATE = EXPECTED["generate"]
 
 
-@pytest.fixture(scope="module")
-def model() -> MimoAudio:
-    return MimoAudio.from_pretrained(
-        PARITY_DIR / "model", PARITY_DIR / "tokenizer", device="cpu", progress=False
-    )
-
-
 def _resolve(value):
     """Clip names in expected.json inputs → paths (audio); everything else unchanged."""
     if isinstance(value, str) and value in EXPECTED["clips"]:

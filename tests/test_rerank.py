@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from mimo_audio import MimoAudio, MimoAudioError
+from mimo_audio import MimoAudioError
 from mimo_audio.api import BEST_OF_STRIDE
 from mimo_audio.rerank import dtw_path, mfcc_frames, pick_best
 from mimo_audio.tasks import model_presets
 
-from conftest import PARITY_DIR, clip_path
+from conftest import FEWSHOT, PARITY_DIR, clip_path
 
 SR = 24000
 
@@ -94,20 +94,6 @@ def test_pick_best_edge_cases():
 
 
 # --------------------------------------------------------------------------- the best_of option
-@pytest.fixture(scope="module")
-def model() -> MimoAudio:
-    return MimoAudio.from_pretrained(
-        PARITY_DIR / "model", PARITY_DIR / "tokenizer", device="cpu", progress=False
-    )
-
-
-FEWSHOT = {
-    "examples": [(clip_path("speech_a"), clip_path("speech_c"), "text")],
-    "max_new_steps": 10,
-    "speech_temperature": 1.0,
-}
-
-
 def test_best_of_returns_one_of_its_candidates(model):
     """best_of=N runs candidate j with seed ``seed + j·BEST_OF_STRIDE`` and returns one of them;
     best_of=1 is the plain request."""

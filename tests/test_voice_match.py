@@ -18,7 +18,7 @@ from mimo_audio.api import FEWSHOT_PRESETS
 from mimo_audio.tasks import model_presets
 from mimo_audio.voice_match import VoiceMatch, VoicePool
 
-from conftest import PARITY_DIR, clip_path, tensor_names
+from conftest import FEWSHOT, PARITY_DIR, clip_path, tensor_names
 
 BIN = Path(sys.executable).parent / "mimo-audio"
 
@@ -175,20 +175,6 @@ def _plain_stream(tok, c):
 
 
 # --------------------------------------------------------------------------- the option
-@pytest.fixture(scope="module")
-def model() -> MimoAudio:
-    return MimoAudio.from_pretrained(
-        PARITY_DIR / "model", PARITY_DIR / "tokenizer", device="cpu", progress=False
-    )
-
-
-FEWSHOT = {
-    "examples": [(clip_path("speech_a"), clip_path("speech_c"), "text")],
-    "max_new_steps": 10,
-    "speech_temperature": 1.0,
-}
-
-
 def _matched_audio(model, res, match: VoiceMatch) -> torch.Tensor:
     pool = VoicePool(model.audio_tokenizer, [model.audio_codes(clip_path("speech_c")).T], match)
     from mimo_audio.postprocess import split_generation
