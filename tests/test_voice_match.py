@@ -4,6 +4,7 @@ API, model folders, streamed requests and the CLI."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import torch
 
 from mimo_audio import AudioTokenizer, MimoAudio, MimoAudioError
 from mimo_audio.api import FEWSHOT_PRESETS
+from mimo_audio.serve import Job, Scheduler
 from mimo_audio.tasks import model_presets
 from mimo_audio.voice_match import VoiceMatch, VoicePool
 
@@ -216,6 +218,52 @@ def test_streamed_request_is_matched(model):
         [c.audio for c in model.in_context_stream(clip, seed=4, **FEWSHOT) if c.audio is not None]
     )
     assert not torch.equal(streamed, plain)
+
+
+def test_examples_are_encoded_once(model, monkeypatch):
+    """Matching reuses the codes the prompt was built from: a request given example clips (not
+    parsed examples, as the scheduler gets them) encodes each clip once."""
+    seen = []
+    real = model.audio_codes
+
+    def counting(audio):
+        seen.append(audio)
+        return real(audio)
+
+    monkeypatch.setattr(model, "audio_codes", counting)
+    (a_in, a_out, text), clip = FEWSHOT["examples"][0], clip_path("speech_b")
+    inputs = {"audio": clip, "examples": [{"input_audio": a_in, "output_audio": a_out,
+              "output_transcription": text}], "instruction": FEWSHOT_PRESETS["vc"]}  # fmt: skip
+    req = model.prepare("in_context_s2s", inputs, voice_match=True, max_new_steps=4)
+    assert req.voice_pool is not None
+    assert sorted(map(str, seen)) == sorted(map(str, [clip, a_in, a_out]))
+
+
+def test_scheduled_request_is_matched(model):
+    """The serving scheduler carries a prepared request's pool to both of its result paths."""
+    clip = clip_path("speech_b")
+    offline = model.in_context(clip, seed=5, voice_match=True, **FEWSHOT)
+    examples, gen = FEWSHOT["examples"], {k: v for k, v in FEWSHOT.items() if k != "examples"}
+    inputs = {"audio": clip, "examples": examples, "instruction": FEWSHOT_PRESETS["vc"]}
+    job = {"task": "in_context_s2s", "inputs": inputs, "gen": {**gen, "seed": 5, "voice_match": True}}
+    scheduler = Scheduler(model).start()
+
+    async def scenario():
+        whole = scheduler.submit(Job(**job))
+        await whole.started()
+        result = await whole.result()
+        streamed = scheduler.submit(Job(**job, stream=True))
+        await streamed.started()
+        chunks = [c async for c in streamed.stream()]
+        return result, chunks
+
+    try:
+        result, chunks = asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        scheduler.stop()
+    assert torch.equal(result.ids, offline.ids) and torch.equal(result.audio, offline.audio)
+    assert torch.equal(chunks[-1].result.audio, offline.audio)
+    assert torch.cat([c.audio for c in chunks if c.audio is not None]).shape == offline.audio.shape
 
 
 def test_model_setting_applies_to_the_vc_instruction_only(model, tmp_path):

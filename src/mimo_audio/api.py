@@ -592,13 +592,12 @@ class MimoAudio:
         result to :meth:`finish`. One request is one candidate: ``best_of`` other than 1 is refused
         here (it needs every candidate's whole output: :meth:`run_batch`).
         """
-        self._check_variant(task)
-        if "best_of" in gen:
-            gen = dict(gen)
-            if check_best_of(task, gen.pop("best_of")) != 1:
-                raise MimoAudioError("best_of needs whole outputs: it is not available for streamed requests")
-        gen = dict(gen)
+        self._check_variant(task)  # ``gen`` is this call's own dict (**gen): popped from freely
+        if "best_of" in gen and check_best_of(task, gen.pop("best_of")) != 1:
+            raise MimoAudioError("best_of needs whole outputs: it is not available for streamed requests")
         match = self._voice_match(task, inputs, gen.pop("voice_match", None))
+        if match is not None:  # the examples' codes serve the prompt and the pool: encode them once
+            inputs = {**inputs, "examples": [self._example(e) for e in inputs.get("examples") or ()]}
         if task == "tts" and gen.get("max_audio_seconds") is None:
             gen["max_audio_seconds"] = tts_seconds_cap(inputs.get("text") or "")
         prompt = self.build_prompt(task, **inputs)
@@ -607,8 +606,7 @@ class MimoAudio:
         options = self.options(task, **gen)
         pool = None
         if match is not None:
-            outputs = [self._example(e).output_audio.T for e in inputs["examples"]]
-            pool = VoicePool(self.audio_tokenizer, outputs, match)
+            pool = VoicePool(self.audio_tokenizer, [e.output_audio.T for e in inputs["examples"]], match)
         return PreparedRequest(task, prompt, options, pool)
 
     def _voice_match(self, task: str, inputs: dict[str, Any], value: Any) -> VoiceMatch | None:

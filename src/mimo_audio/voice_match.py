@@ -110,18 +110,15 @@ class VoicePool:
         self.first = tokenizer.dequantize(whole[:1]).float()
         self.keys = F.normalize(self.features, dim=1)
 
-    def apply(self, codes: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        """Converted frames' codes ``[C, N]`` → matched features ``[N, d]`` float32 for the decoder.
-
-        ``features`` (optional): ``tokenizer.dequantize(codes)`` when the caller has it.
-        """
+    def apply(self, codes: torch.Tensor) -> torch.Tensor:
+        """Converted frames' codes ``[C, N]`` → matched features ``[N, d]`` float32 for the decoder."""
         tok, m = self.tokenizer, self.match
         if codes.shape[0] != self.channels:
             raise MimoAudioError(
                 f"voice matching: {codes.shape[0]} codebooks, the examples have {self.channels}"
             )
         codes = codes.to(tok.device)
-        x = (tok.dequantize(codes) if features is None else features).float()
+        x = tok.dequantize(codes).float()
         if x.shape[0] == 0:
             return x
         first = tok.dequantize(codes[:1]).float()

@@ -360,7 +360,7 @@ class Scheduler:
                 continue
             ticket._engine_id = rid
             ticket.prompt_patches = req.prompt.shape[1] // self.model.config.group_size
-            ticket._voice_pool = getattr(req, "voice_pool", None)
+            ticket._voice_pool = req.voice_pool
             ticket._state = self._stream_state(job.task, ticket._voice_pool) if job.stream else None
             ticket.admitted = time.monotonic()
             self.metrics.queue_wait.observe(ticket.admitted - ticket.created)
@@ -368,8 +368,7 @@ class Scheduler:
             ticket._post("started")
 
     def _stream_state(self, task: str, voice_pool=None):
-        extra = {} if voice_pool is None else {"voice_pool": voice_pool}
-        return self.model.stream_state(task, chunk_frames=self.stream_chunk_frames, **extra)
+        return self.model.stream_state(task, chunk_frames=self.stream_chunk_frames, voice_pool=voice_pool)
 
     def _step(self) -> None:
         t0 = time.perf_counter()
@@ -435,9 +434,7 @@ class Scheduler:
             if ev.finished:
                 ticket._post("done", chunk.result)
         elif ev.finished:
-            pool = ticket._voice_pool
-            done = self.model.finish(ev.result, ticket.job.task, *(() if pool is None else (pool,)))
-            ticket._post("done", done)
+            ticket._post("done", self.model.finish(ev.result, ticket.job.task, ticket._voice_pool))
 
     def _fail_everything(self, error: SchedulerError) -> None:
         with self._cond:
